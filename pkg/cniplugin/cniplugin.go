@@ -1,0 +1,327 @@
+// Package cniplugin is the one entry point every netdrivers binary calls.
+//
+// Run wraps skel.PluginMainFuncs: it locks the OS thread, advertises CNI
+// 0.1.0-1.1.0, validates the CNI_* environment before any handler runs,
+// maps errors to CNI codes, and prints exactly one JSON document.
+package cniplugin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"strings"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/netdrivers/netdrivers/pkg/cnierr"
+	"github.com/netdrivers/netdrivers/pkg/netconf"
+	"github.com/netdrivers/netdrivers/pkg/netns"
+)
+
+func init() {
+	// Namespace-bound netlink handles and setns need a fixed thread.
+	runtime.LockOSThread()
+}
+
+// Version is stamped at build time (-ldflags "-X ...cniplugin.Version=").
+var Version = "dev"
+
+// SupportedVersions are the CNI spec versions every plugin speaks.
+var SupportedVersions = version.All.SupportedVersions()
+
+// Plugin describes one binary. Nil handlers succeed without doing anything.
+type Plugin[C any] struct {
+	Name string
+	// Load parses and validates the plugin's own config, before any change.
+	Load   func(r *Request[C]) (C, error)
+	Add    func(ctx context.Context, r *Request[C]) (*current.Result, error)
+	Del    func(ctx context.Context, r *Request[C]) error
+	Check  func(ctx context.Context, r *Request[C]) error
+	GC     func(ctx context.Context, r *Request[C]) error
+	Status func(ctx context.Context, r *Request[C]) error
+	// Args lists the CNI_ARGS keys the plugin reads (besides K8S_*).
+	Args []string
+	// AllowHostNS lets CNI_NETNS be the plugin's own namespace and leaves
+	// every CNI_NETNS judgement to the plugin (hostns, joinns).
+	AllowHostNS bool
+}
+
+// Request is one invocation.
+type Request[C any] struct {
+	Verb      string
+	Key       netconf.Key
+	NetNSPath string        // CNI_NETNS as given; may be empty on DEL
+	ContNS    *netns.Handle // nil on DEL when the namespace is gone
+	NetNSErr  error         // why ContNS is nil (AllowHostNS plugins and DEL)
+	HostNS    *netns.Handle // the namespace the plugin runs in
+	Args      netconf.CNIArgs
+	CNIPath   []string
+	Stdin     []byte
+	Base      *netconf.Base
+	Conf      C
+}
+
+// Attachment is the request's key.
+func (r *Request[C]) Attachment() netconf.Key { return r.Key }
+
+// Run is a plugin's main. It does not return.
+func Run[C any](p Plugin[C]) {
+	log.SetPrefix(p.Name + ": ")
+	log.SetFlags(0)
+	log.SetOutput(os.Stderr)
+	os.Exit(run(p, os.Stdout))
+}
+
+func run[C any](p Plugin[C], stdout io.Writer) int {
+	verb := os.Getenv("CNI_COMMAND")
+	if err := precheck(verb); err != nil {
+		printError(stdout, err, "")
+		return 1
+	}
+	if p.AllowHostNS {
+		// skel refuses CNI_NETNS == own namespace after the handler ran
+		// (error 8 with the result already printed); these plugins opt out.
+		os.Setenv("CNI_NETNS_OVERRIDE", "1")
+	}
+	var pending []byte
+	confVersion := ""
+	call := func(args *skel.CmdArgs) (err error) {
+		confVersion = peekVersion(args.StdinData)
+		defer func() {
+			if rec := recover(); rec != nil {
+				log.Printf("panic: %v\n%s", rec, debug.Stack())
+				err = cnierr.Errorf(cnierr.Internal, "internal error: %v", rec)
+			}
+		}()
+		out, err := handle(p, verb, args)
+		if err != nil {
+			log.Printf("%s %s: %v", verb, args.ContainerID, err)
+			return toCNI(err)
+		}
+		pending = out
+		return nil
+	}
+	about := fmt.Sprintf("CNI plugin %s (netdrivers) %s", p.Name, Version)
+	funcs := skel.CNIFuncs{Add: call, Del: call, Check: call, GC: call, Status: call}
+	if e := skel.PluginMainFuncsWithError(funcs, version.All, about); e != nil {
+		printError(stdout, e, confVersion)
+		return 1
+	}
+	if pending != nil {
+		if _, err := stdout.Write(pending); err != nil {
+			log.Printf("write result: %v", err)
+			return 1
+		}
+	}
+	return 0
+}
+
+// precheck validates the per-attachment variables before skel and any
+// handler see them, with messages that name the variable.
+func precheck(verb string) error {
+	switch verb {
+	case "ADD", "CHECK", "DEL":
+	default:
+		return nil
+	}
+	var missing []string
+	for _, v := range []string{"CNI_CONTAINERID", "CNI_IFNAME", "CNI_NETNS"} {
+		if os.Getenv(v) == "" && (v != "CNI_NETNS" || verb != "DEL") {
+			missing = append(missing, v)
+		}
+	}
+	if len(missing) > 0 {
+		return cnierr.Errorf(cnierr.InvalidEnv, "required environment variables missing: %s", strings.Join(missing, ", "))
+	}
+	if err := netconf.ValidateContainerID(os.Getenv("CNI_CONTAINERID")); err != nil {
+		return err
+	}
+	return netconf.ValidateIfName(os.Getenv("CNI_IFNAME"))
+}
+
+func handle[C any](p Plugin[C], verb string, args *skel.CmdArgs) ([]byte, error) {
+	ctx := context.Background()
+	base, err := netconf.Load(args.StdinData)
+	if err != nil {
+		return nil, err
+	}
+	if base.LogFile != "" {
+		closeLog := openLog(base.LogFile)
+		defer closeLog()
+	}
+	if err := netconf.ValidateNetworkName(base.Name); err != nil {
+		return nil, err
+	}
+	cniArgs, err := netconf.ParseCNIArgs(args.Args, p.Args...)
+	if err != nil {
+		return nil, err
+	}
+	r := &Request[C]{
+		Verb:      verb,
+		Key:       netconf.Key{Network: base.Name, ContainerID: args.ContainerID, IfName: args.IfName},
+		NetNSPath: args.Netns,
+		Args:      cniArgs,
+		CNIPath:   filepath.SplitList(args.Path),
+		Stdin:     args.StdinData,
+		Base:      base,
+	}
+	if p.Load != nil {
+		if r.Conf, err = p.Load(r); err != nil {
+			return nil, err
+		}
+	}
+	if verb == "ADD" || verb == "DEL" || verb == "CHECK" {
+		if r.HostNS, err = netns.Self(); err != nil {
+			return nil, cnierr.Wrap(cnierr.Internal, err)
+		}
+		defer r.HostNS.Close()
+		if err := openContNS(p.AllowHostNS, r); err != nil {
+			return nil, err
+		}
+		defer r.ContNS.Close()
+	}
+	switch verb {
+	case "ADD":
+		if p.Add == nil {
+			return nil, cnierr.Errorf(cnierr.Internal, "ADD is not implemented")
+		}
+		res, err := p.Add(ctx, r)
+		if err != nil {
+			return nil, err
+		}
+		return encodeResult(res, base.CNIVersion)
+	case "DEL":
+		return nil, callNoResult(ctx, p.Del, r)
+	case "CHECK":
+		return nil, callNoResult(ctx, p.Check, r)
+	case "GC":
+		return nil, callNoResult(ctx, p.GC, r)
+	case "STATUS":
+		return nil, callNoResult(ctx, p.Status, r)
+	}
+	return nil, cnierr.Errorf(cnierr.InvalidEnv, "CNI_COMMAND %q is not supported", verb)
+}
+
+func callNoResult[C any](ctx context.Context, fn func(context.Context, *Request[C]) error, r *Request[C]) error {
+	if fn == nil {
+		return nil
+	}
+	return fn(ctx, r)
+}
+
+// openContNS opens CNI_NETNS. ADD and CHECK need it; DEL tolerates its
+// absence. The plugin's own namespace is refused unless allowed.
+func openContNS[C any](allowHost bool, r *Request[C]) error {
+	if r.NetNSPath == "" {
+		r.NetNSErr = netns.ErrNotExist
+		return nil // only DEL gets here: precheck requires it otherwise
+	}
+	h, err := netns.Open(r.NetNSPath)
+	if err != nil {
+		if allowHost || r.Verb == "DEL" {
+			r.NetNSErr = err
+			return nil
+		}
+		return fmt.Errorf("CNI_NETNS: %w", err)
+	}
+	if h.ID() == r.HostNS.ID() && !allowHost {
+		h.Close()
+		return fmt.Errorf("CNI_NETNS %q: %w", r.NetNSPath, netns.ErrHostNS)
+	}
+	r.ContNS = h
+	return nil
+}
+
+func encodeResult(res *current.Result, ver string) ([]byte, error) {
+	if res == nil {
+		return nil, cnierr.Errorf(cnierr.Internal, "ADD returned no result")
+	}
+	if ver == "" {
+		ver = "0.1.0"
+	}
+	conv, err := res.GetAsVersion(ver)
+	if err != nil {
+		return nil, cnierr.Errorf(cnierr.IncompatibleVersion, "convert result to %s: %w", ver, err)
+	}
+	data, err := json.MarshalIndent(conv, "", "    ")
+	if err != nil {
+		return nil, cnierr.Wrap(cnierr.Internal, err)
+	}
+	return append(data, '\n'), nil
+}
+
+// toCNI maps err to the error a runtime sees: the code of the first coded
+// error in the chain (or of a delegated plugin's error). The message is the
+// whole chain when short, else the coded error's own text; details then
+// carry the chain.
+func toCNI(err error) *types.Error {
+	var te *types.Error
+	var ce *cnierr.Error
+	full := err.Error()
+	out := &types.Error{Code: uint(cnierr.Internal), Msg: full}
+	switch {
+	case errors.As(err, &ce):
+		out.Code = uint(ce.Code)
+		if len(full) > maxMsg {
+			out.Msg = ce.Error()
+		}
+	case errors.As(err, &te):
+		out.Code = te.Code
+		if len(full) > maxMsg {
+			out.Msg = te.Msg
+		}
+	}
+	if out.Msg != full {
+		out.Details = full
+	}
+	return out
+}
+
+const maxMsg = 300
+
+func printError(w io.Writer, err error, ver string) {
+	te, ok := err.(*types.Error)
+	if !ok {
+		te = toCNI(err)
+	}
+	doc := struct {
+		CNIVersion string `json:"cniVersion"`
+		*types.Error
+	}{CNIVersion: ver, Error: te}
+	if doc.CNIVersion == "" {
+		doc.CNIVersion = version.Current()
+	}
+	data, _ := json.MarshalIndent(doc, "", "    ")
+	w.Write(append(data, '\n'))
+}
+
+// peekVersion is the config's cniVersion, for the error document.
+func peekVersion(stdin []byte) string {
+	var v struct {
+		CNIVersion string `json:"cniVersion"`
+	}
+	if json.Unmarshal(stdin, &v) != nil {
+		return ""
+	}
+	return v.CNIVersion
+}
+
+func openLog(path string) func() {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		log.Printf("open logFile %q: %v", path, err)
+		return func() {}
+	}
+	log.SetOutput(io.MultiWriter(os.Stderr, f))
+	return func() { log.SetOutput(os.Stderr); f.Close() }
+}

@@ -1,0 +1,161 @@
+// Package state keeps the suite's boot-scoped state under one directory
+// (/run/netdrivers, or $NETDRIVERS_STATE_DIR): host-port reservations,
+// attachment records, joinns targets, shim reference counts. Each file
+// belongs to one attachment and is removed by its DEL or by GC.
+package state
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+
+	"github.com/netdrivers/netdrivers/pkg/cnierr"
+	"github.com/netdrivers/netdrivers/pkg/safefile"
+)
+
+// DefaultRoot is where state lives unless NETDRIVERS_STATE_DIR is set.
+const DefaultRoot = "/run/netdrivers"
+
+// EnvRoot names the variable that moves the state root (tests, odd hosts).
+const EnvRoot = "NETDRIVERS_STATE_DIR"
+
+// Store is an opened state root.
+type Store struct{ root string }
+
+// Root returns the configured state root.
+func Root() string {
+	if d := os.Getenv(EnvRoot); d != "" {
+		return d
+	}
+	return DefaultRoot
+}
+
+// Open makes sure the root exists and belongs to this boot. A root left by
+// an earlier boot (on hosts where /run is not a tmpfs) is emptied first.
+func Open(ctx context.Context) (*Store, error) {
+	s := &Store{root: Root()}
+	if err := os.MkdirAll(s.root, 0o700); err != nil {
+		return nil, cnierr.Wrap(cnierr.IOFailure, fmt.Errorf("create state dir: %w", err))
+	}
+	boot, err := safefile.BootID()
+	if err != nil {
+		return nil, cnierr.Wrap(cnierr.IOFailure, fmt.Errorf("read boot id: %w", err))
+	}
+	if got, err := safefile.Read(s.Path("boot_id")); err == nil && string(got) == boot {
+		return s, nil
+	}
+	l, err := s.Lock(ctx, "boot")
+	if err != nil {
+		return nil, err
+	}
+	defer l.Unlock()
+	if got, err := safefile.Read(s.Path("boot_id")); err == nil && string(got) == boot {
+		return s, nil
+	}
+	entries, err := os.ReadDir(s.root)
+	if err != nil {
+		return nil, cnierr.Wrap(cnierr.IOFailure, err)
+	}
+	for _, e := range entries {
+		if e.Name() == "locks" {
+			continue
+		}
+		if err := os.RemoveAll(s.Path(e.Name())); err != nil {
+			return nil, cnierr.Wrap(cnierr.IOFailure, fmt.Errorf("clear state of an earlier boot: %w", err))
+		}
+	}
+	if err := safefile.WriteAtomic(s.Path("boot_id"), []byte(boot), 0o600); err != nil {
+		return nil, cnierr.Wrap(cnierr.IOFailure, err)
+	}
+	return s, nil
+}
+
+// Path joins elem onto the root.
+func (s *Store) Path(elem ...string) string {
+	return filepath.Join(append([]string{s.root}, elem...)...)
+}
+
+// Lock takes the named state lock (<root>/locks/<name>).
+func (s *Store) Lock(ctx context.Context, name string) (*safefile.Lock, error) {
+	dir := s.Path("locks")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, cnierr.Wrap(cnierr.IOFailure, err)
+	}
+	return safefile.Acquire(ctx, filepath.Join(dir, name))
+}
+
+// Put stores v as JSON at rel, atomically, creating directories.
+func (s *Store) Put(rel string, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	p := s.Path(rel)
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+		return cnierr.Wrap(cnierr.IOFailure, err)
+	}
+	if err := safefile.WriteAtomic(p, data, 0o600); err != nil {
+		return cnierr.Wrap(cnierr.IOFailure, fmt.Errorf("write state %s: %w", rel, err))
+	}
+	return nil
+}
+
+// ErrCorrupt marks a state file that exists but cannot be used.
+var ErrCorrupt = errors.New("state file unreadable")
+
+// Get loads rel into v. It reports false when rel does not exist, and
+// ErrCorrupt for garbage, symlinks and oversized files.
+func (s *Store) Get(rel string, v any) (bool, error) {
+	data, err := safefile.Read(s.Path(rel))
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return true, fmt.Errorf("%s: %w: %w", rel, ErrCorrupt, err)
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		return true, fmt.Errorf("%s: %w: %w", rel, ErrCorrupt, err)
+	}
+	return true, nil
+}
+
+// Del removes rel; a missing file is success.
+func (s *Store) Del(rel string) error {
+	if err := os.Remove(s.Path(rel)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return cnierr.Wrap(cnierr.IOFailure, err)
+	}
+	return nil
+}
+
+// List returns the file names in dir rel, sorted, without temporaries.
+// A missing directory is empty.
+func (s *Store) List(rel string) ([]string, error) {
+	entries, err := os.ReadDir(s.Path(rel))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, cnierr.Wrap(cnierr.IOFailure, err)
+	}
+	var names []string
+	for _, e := range entries {
+		if !safefile.IsTemp(e.Name()) {
+			names = append(names, e.Name())
+		}
+	}
+	sort.Strings(names)
+	return names, nil
+}
+
+// Writable checks that state can be written (for STATUS).
+func (s *Store) Writable() error {
+	p := s.Path(".probe")
+	if err := safefile.WriteAtomic(p, nil, 0o600); err != nil {
+		return cnierr.Wrap(cnierr.NotAvailable, fmt.Errorf("state dir %s is not writable: %w", s.root, err))
+	}
+	return os.Remove(p)
+}
