@@ -180,11 +180,11 @@ func handle[C any](p Plugin[C], verb string, args *skel.CmdArgs) ([]byte, error)
 			return nil, err
 		}
 	}
+	if r.HostNS, err = netns.Self(); err != nil {
+		return nil, cnierr.Wrap(cnierr.Internal, err)
+	}
+	defer r.HostNS.Close()
 	if verb == "ADD" || verb == "DEL" || verb == "CHECK" {
-		if r.HostNS, err = netns.Self(); err != nil {
-			return nil, cnierr.Wrap(cnierr.Internal, err)
-		}
-		defer r.HostNS.Close()
 		if err := openContNS(p.AllowHostNS, r); err != nil {
 			return nil, err
 		}
