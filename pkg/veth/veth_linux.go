@@ -1,0 +1,156 @@
+// Package veth creates and removes the veth pairs that join a container
+// namespace to the host, named deterministically from the attachment.
+package veth
+
+import (
+	"errors"
+	"fmt"
+	"net"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/netdrivers/netdrivers/pkg/cnierr"
+	"github.com/netdrivers/netdrivers/pkg/netconf"
+	"github.com/netdrivers/netdrivers/pkg/netns"
+	"github.com/netdrivers/netdrivers/pkg/undo"
+)
+
+// ErrExists is returned when a link of the requested name already exists.
+var ErrExists = errors.New("link already exists")
+
+// HostName is the host-side name of key's veth: "veth" and 11 hex digits
+// of the key's hash (NetworkManager ignores veth*), so DEL and GC find it
+// without a prevResult.
+func HostName(key netconf.Key) string { return "veth" + key.Hash()[:11] }
+
+// Spec describes a pair.
+type Spec struct {
+	HostName  string           // in the host namespace
+	ContName  string           // in the container namespace (CNI_IFNAME)
+	MTU       int              // 0: kernel default
+	ContMAC   net.HardwareAddr // nil: random
+	MasterIdx int              // host end enslaved to this link (a bridge); 0: none
+}
+
+// Pair is what Add made.
+type Pair struct {
+	Host, Cont netlink.Link
+}
+
+// Add creates a veth pair, s.HostName in host (enslaved to s.MasterIdx,
+// up) and s.ContName in cont (up), in one create without a namespace
+// move. On error nothing is left.
+// Equivalent to: ip link add HOST mtu MTU master BR up type veth peer CONT address MAC netns CONT
+func Add(host, cont *netns.Handle, s Spec) (_ Pair, err error) {
+	hnl, err := host.Netlink()
+	if err != nil {
+		return Pair{}, err
+	}
+	cnl, err := cont.Netlink()
+	if err != nil {
+		return Pair{}, err
+	}
+	var u undo.Stack
+	defer u.OnError(&err)
+
+	la := netlink.NewLinkAttrs()
+	la.Name, la.MTU, la.Flags, la.MasterIndex = s.HostName, s.MTU, net.FlagUp, s.MasterIdx
+	v := &netlink.Veth{LinkAttrs: la, PeerName: s.ContName, PeerHardwareAddr: s.ContMAC,
+		PeerNamespace: netlink.NsFd(cont.Fd())}
+	if err := hnl.LinkAdd(v); err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			return Pair{}, fmt.Errorf("create veth %q for %q: %w", s.HostName, s.ContName, existsErr(host, cont, s))
+		}
+		return Pair{}, fmt.Errorf("create veth %q for %q: %w", s.HostName, s.ContName, err)
+	}
+	u.Push(func() error { return Del(host, s.HostName) }) // deletes both ends
+
+	hl, err := hnl.LinkByName(s.HostName)
+	if err != nil {
+		return Pair{}, fmt.Errorf("find %q: %w", s.HostName, err)
+	}
+	cl, err := cnl.LinkByName(s.ContName)
+	if err != nil {
+		return Pair{}, fmt.Errorf("find %q in container: %w", s.ContName, err)
+	}
+	if err := cnl.LinkSetUp(cl); err != nil {
+		return Pair{}, fmt.Errorf("set %q up: %w", s.ContName, err)
+	}
+	return Pair{Host: hl, Cont: cl}, nil
+}
+
+// existsErr says which end's name is taken; an interface named CNI_IFNAME
+// already in the container is the runtime's mistake (code 7 rather than 999).
+func existsErr(host, cont *netns.Handle, s Spec) error {
+	if _, err := cont.Link(s.ContName); err == nil {
+		return cnierr.Errorf(cnierr.InvalidConfig, "container already has an interface %q: %w", s.ContName, ErrExists)
+	}
+	if _, err := host.Link(s.HostName); err == nil {
+		return cnierr.Errorf(cnierr.InvalidConfig, "host already has %q (is the container attached twice?): %w", s.HostName, ErrExists)
+	}
+	return ErrExists
+}
+
+// Del deletes the veth named name in ns (its peer goes with it). A link
+// that is gone is success.
+// Equivalent to: ip link del NAME
+func Del(ns *netns.Handle, name string) error {
+	nl, err := ns.Netlink()
+	if err != nil {
+		return err
+	}
+	l, err := nl.LinkByName(name)
+	if err != nil {
+		if isNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("find %q: %w", name, err)
+	}
+	if _, ok := l.(*netlink.Veth); !ok {
+		return fmt.Errorf("delete %q: is a %s, not a veth", name, l.Type())
+	}
+	if err := nl.LinkDel(l); err != nil && !isNotFound(err) {
+		return fmt.Errorf("delete %q: %w", name, err)
+	}
+	return nil
+}
+
+func isNotFound(err error) bool {
+	var nf netlink.LinkNotFoundError
+	return errors.As(err, &nf) || errors.Is(err, unix.ENODEV) || errors.Is(err, unix.ENOENT)
+}
+
+// IsNotFound reports whether err says a link does not exist.
+func IsNotFound(err error) bool { return isNotFound(err) }
+
+// Check verifies that the container end name exists in cont, is a veth,
+// is up, and (when mac is set) carries mac; and that its peer is hostName
+// in host. It changes nothing.
+func Check(host, cont *netns.Handle, hostName, contName string, mac net.HardwareAddr) error {
+	cl, err := cont.Link(contName)
+	if err != nil {
+		return fmt.Errorf("container interface %q: %w", contName, err)
+	}
+	if _, ok := cl.(*netlink.Veth); !ok {
+		return fmt.Errorf("container interface %q is a %s, not a veth", contName, cl.Type())
+	}
+	if cl.Attrs().Flags&net.FlagUp == 0 {
+		return fmt.Errorf("container interface %q is down", contName)
+	}
+	if mac != nil && cl.Attrs().HardwareAddr.String() != mac.String() {
+		return fmt.Errorf("container interface %q has MAC %s, want %s", contName, cl.Attrs().HardwareAddr, mac)
+	}
+	hl, err := host.Link(hostName)
+	if err != nil {
+		return fmt.Errorf("host interface %q: %w", hostName, err)
+	}
+	// IFLA_LINK of a veth is its peer's index in the peer's namespace.
+	if p := cl.Attrs().ParentIndex; p != 0 && p != hl.Attrs().Index {
+		return fmt.Errorf("container interface %q is not the peer of host interface %q", contName, hostName)
+	}
+	if hl.Attrs().Flags&net.FlagUp == 0 {
+		return fmt.Errorf("host interface %q is down", hostName)
+	}
+	return nil
+}
