@@ -1,0 +1,106 @@
+package safefile
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/netdrivers/netdrivers/pkg/cnierr"
+)
+
+func TestReadRefusesSymlinksAndSpecialFiles(t *testing.T) {
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "secret")
+	os.WriteFile(secret, []byte("x"), 0o600)
+	link := filepath.Join(dir, "link")
+	os.Symlink(secret, link)
+	if _, err := Read(link); !errors.Is(err, ErrNotRegular) {
+		t.Errorf("Read(symlink) = %v, want ErrNotRegular", err)
+	}
+	if _, err := Read(dir); !errors.Is(err, ErrNotRegular) {
+		t.Errorf("Read(dir) = %v, want ErrNotRegular", err)
+	}
+	big := filepath.Join(dir, "big")
+	os.WriteFile(big, make([]byte, MaxSize+1), 0o600)
+	if _, err := Read(big); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("Read(big) = %v, want ErrTooLarge", err)
+	}
+	if _, err := Read(filepath.Join(dir, "none")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Read(missing) = %v, want ErrNotExist", err)
+	}
+}
+
+func TestWriteAtomicReplacesSymlinkNotTarget(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(dir, "target")
+	os.WriteFile(target, []byte("keep"), 0o600)
+	p := filepath.Join(dir, "state")
+	os.Symlink(target, p)
+	if err := WriteAtomic(p, []byte("new"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(target); string(b) != "keep" {
+		t.Errorf("symlink target was written: %q", b)
+	}
+	if b, err := Read(p); err != nil || string(b) != "new" {
+		t.Errorf("Read after WriteAtomic = %q, %v", b, err)
+	}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if IsTemp(e.Name()) {
+			t.Errorf("temporary file left: %s", e.Name())
+		}
+	}
+}
+
+func TestCreateExclusive(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "10.0.0.2")
+	if err := CreateExclusive(p, []byte("a\r\neth0"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := CreateExclusive(p, []byte("b\r\neth0"), 0o600); !errors.Is(err, os.ErrExist) {
+		t.Errorf("second create = %v, want ErrExist", err)
+	}
+	if b, _ := os.ReadFile(p); string(b) != "a\r\neth0" {
+		t.Errorf("content = %q", b)
+	}
+}
+
+func TestLockExcludesAndTimesOut(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "lock")
+	l, err := Acquire(context.Background(), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := Acquire(ctx, p); cnierr.CodeOf(err) != cnierr.TryAgainLater {
+		t.Errorf("second Acquire = %v, want code 11", err)
+	}
+	got := make(chan error, 1)
+	go func() {
+		l2, err := Acquire(context.Background(), p)
+		if err == nil {
+			l2.Unlock()
+		}
+		got <- err
+	}()
+	l.Unlock()
+	if err := <-got; err != nil {
+		t.Errorf("Acquire after Unlock = %v", err)
+	}
+}
+
+func TestBootInfo(t *testing.T) {
+	id, err := BootID()
+	if err != nil || len(id) < 16 {
+		t.Errorf("BootID() = %q, %v", id, err)
+	}
+	bt, err := BootTime()
+	if err != nil || bt.After(time.Now()) || bt.Year() < 2000 {
+		t.Errorf("BootTime() = %v, %v", bt, err)
+	}
+}
