@@ -206,3 +206,6 @@ func (n *NS) MustRun(t testing.TB, name string, args ...string) string {
 	}
 	return out
 }
+
+// OpenNS opens a second, independent handle on n (for concurrent use).
+func OpenNS(n *NS) (*netns.Handle, error) { return netns.Open(n.Path()) }
