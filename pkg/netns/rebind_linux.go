@@ -1,0 +1,231 @@
+package netns
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/netdrivers/netdrivers/pkg/cnierr"
+)
+
+// ErrRebind is returned, wrapped with the reason, when a CNI_NETNS path
+// must not be re-bound (code 103). Nothing has been changed then.
+var ErrRebind = cnierr.New(cnierr.Rebind, "network namespace cannot be re-bound")
+
+// Pin is a CNI_NETNS path found safe to re-bind: a pinned namespace file
+// that nobody has entered yet. It keeps the pinned namespace open so a
+// failed re-bind can be rolled back.
+type Pin struct {
+	Path  string // the mount point (symlinked directories resolved)
+	Given string // the path as the runtime passed it
+	ns    *Handle
+}
+
+// OpenPin decides whether path may be re-bound. It may when path is an
+// nsfs bind mount of a network namespace (per /proc/self/mountinfo: what
+// `ip netns add`, Podman, containerd and CRI-O create before the container
+// starts) whose namespace holds only lo and no process. Anything else is
+// ErrRebind saying why: a /proc/<pid>/ns/net path (nerdctl's: the process
+// already lives in that namespace and cannot be moved), a symlink, a file
+// that is not a namespace mount, a namespace with interfaces besides lo
+// (already configured) or with a process in it (it would stay behind).
+//
+// The process scan (/proc/*/task/*/ns/net) is best-effort: a process that
+// enters the namespace between the scan and the re-bind stays in the old
+// namespace. Runtimes start the container only after ADD returns, so the
+// window is the plugin's own few milliseconds.
+func OpenPin(path string) (_ *Pin, err error) {
+	if !filepath.IsAbs(path) {
+		return nil, fmt.Errorf("%w: %q is not an absolute path", ErrRebind, path)
+	}
+	clean := filepath.Clean(path)
+	if clean == "/proc" || strings.HasPrefix(clean, "/proc/") {
+		return nil, fmt.Errorf("%w: %s is a /proc path of a running process, which lives in that namespace already and cannot be moved; "+
+			"runtimes that pin the namespace as a file before the container starts (Podman, containerd's CRI, CRI-O, cnitool) can use this network, nerdctl cannot", ErrRebind, path)
+	}
+	dir, err := filepath.EvalSymlinks(filepath.Dir(clean))
+	if err != nil {
+		return nil, fmt.Errorf("%w: resolve %s: %w", ErrRebind, filepath.Dir(clean), err)
+	}
+	real := filepath.Join(dir, filepath.Base(clean))
+	st, err := os.Lstat(real)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrRebind, err)
+	}
+	if st.Mode()&os.ModeSymlink != 0 {
+		return nil, fmt.Errorf("%w: %s is a symbolic link, not a pinned namespace file", ErrRebind, path)
+	}
+	h, err := Open(real)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrRebind, err)
+	}
+	defer func() {
+		if err != nil {
+			h.Close()
+		}
+	}()
+	if err := checkMount(real, h.ID()); err != nil {
+		return nil, fmt.Errorf("%w: %s %w", ErrRebind, path, err)
+	}
+	if err := checkEmpty(h); err != nil {
+		return nil, fmt.Errorf("%w: the namespace at %s %w", ErrRebind, path, err)
+	}
+	if err := checkUnentered(h.ID()); err != nil {
+		return nil, fmt.Errorf("%w: the namespace at %s %w", ErrRebind, path, err)
+	}
+	return &Pin{Path: real, Given: path, ns: h}, nil
+}
+
+// ID is the identity of the namespace pinned at the path before Rebind.
+func (p *Pin) ID() ID { return p.ns.ID() }
+
+// Close releases the pinned namespace (the runtime's own pin remains).
+func (p *Pin) Close() error {
+	if p == nil {
+		return nil
+	}
+	return p.ns.Close()
+}
+
+// Rebind makes the path show target instead: a lazy unmount (runtimes keep
+// the file open, so a plain unmount fails with EBUSY) and a bind mount of
+// target, in the plugin's mount namespace. A container the runtime later
+// starts "in" the path joins target. On failure the original namespace is
+// mounted back. The mount change propagates like any mount under the path.
+// Equivalent to: umount -l PATH && mount --bind /proc/self/fd/TARGET PATH
+func (p *Pin) Rebind(target *Handle) error {
+	if err := unix.Unmount(p.Path, unix.MNT_DETACH); err != nil {
+		return cnierr.Wrap(cnierr.Rebind, fmt.Errorf("unmount %s: %w", p.Path, err))
+	}
+	if err := bindFd(target.Fd(), p.Path); err != nil {
+		err = fmt.Errorf("bind %s onto %s: %w", target.Path, p.Path, err)
+		if rerr := bindFd(p.ns.Fd(), p.Path); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("rollback: mount the original namespace back on %s: %w", p.Path, rerr))
+		}
+		return cnierr.Wrap(cnierr.Rebind, err)
+	}
+	got, err := IDOf(p.Path)
+	if err == nil && got != target.ID() {
+		err = fmt.Errorf("%s shows namespace %s after the bind, want %s", p.Path, got, target.ID())
+	}
+	if err != nil {
+		return cnierr.Wrap(cnierr.Rebind, errors.Join(err, p.restore()))
+	}
+	return nil
+}
+
+// restore puts the original namespace back after a bad re-bind.
+func (p *Pin) restore() error {
+	if err := unix.Unmount(p.Path, unix.MNT_DETACH); err != nil && err != unix.EINVAL {
+		return fmt.Errorf("rollback: unmount %s: %w", p.Path, err)
+	}
+	if err := bindFd(p.ns.Fd(), p.Path); err != nil {
+		return fmt.Errorf("rollback: mount the original namespace back on %s: %w", p.Path, err)
+	}
+	return nil
+}
+
+func bindFd(fd int, path string) error {
+	return unix.Mount(fmt.Sprintf("/proc/self/fd/%d", fd), path, "none", unix.MS_BIND, "")
+}
+
+// checkMount requires path to be the top nsfs mount of namespace id.
+func checkMount(path string, id ID) error {
+	mounts, err := readMountInfo()
+	if err != nil {
+		return fmt.Errorf("cannot be checked: %w", err)
+	}
+	var top *mountEntry
+	for i := range mounts {
+		if mounts[i].Point == path {
+			top = &mounts[i]
+		}
+	}
+	want := fmt.Sprintf("net:[%d]", id.Ino)
+	switch {
+	case top == nil:
+		return errors.New("is not a mount point: only a namespace pinned by a bind mount (ip netns add, runtimes' netns files) can be re-bound")
+	case top.FSType != "nsfs":
+		return fmt.Errorf("is a %s mount, not an nsfs bind mount of a network namespace", top.FSType)
+	case top.Root != want:
+		return fmt.Errorf("is a mount of %s, not of the namespace opened there (%s)", top.Root, want)
+	}
+	return nil
+}
+
+// fallbackTunnels are devices the kernel adds to every namespace when
+// their module is loaded; down and unconfigured, they carry nothing.
+var fallbackTunnels = map[string]bool{
+	"tunl0": true, "sit0": true, "ip6tnl0": true, "gre0": true, "gretap0": true,
+	"erspan0": true, "ip6gre0": true, "ip_vti0": true, "ip6_vti0": true,
+}
+
+// ignorable reports whether a link does not count as configuration.
+func ignorable(l netlink.Link) bool {
+	a := l.Attrs()
+	return a.Name == "lo" || (fallbackTunnels[a.Name] && a.Flags&unix.IFF_UP == 0)
+}
+
+// checkEmpty requires h to hold no interface besides lo.
+func checkEmpty(h *Handle) error {
+	nl, err := h.Netlink()
+	if err != nil {
+		return fmt.Errorf("cannot be inspected: %w", err)
+	}
+	links, err := nl.LinkList()
+	if err != nil {
+		return fmt.Errorf("cannot be inspected: list links: %w", err)
+	}
+	var extra []string
+	for _, l := range links {
+		if !ignorable(l) {
+			extra = append(extra, fmt.Sprintf("%s (%s)", l.Attrs().Name, l.Type()))
+		}
+	}
+	if len(extra) > 0 {
+		return fmt.Errorf("is already configured: it holds %s besides lo (another network of this container?)", strings.Join(extra, ", "))
+	}
+	return nil
+}
+
+// checkUnentered scans every task's network namespace for id.
+func checkUnentered(id ID) error {
+	procs, err := os.ReadDir("/proc")
+	if err != nil {
+		return fmt.Errorf("cannot be checked for processes: %w", err)
+	}
+	self := os.Getpid()
+	for _, p := range procs {
+		if p.Name()[0] < '0' || p.Name()[0] > '9' || p.Name() == fmt.Sprint(self) {
+			continue
+		}
+		tasks, err := os.ReadDir(filepath.Join("/proc", p.Name(), "task"))
+		if err != nil {
+			continue // exited
+		}
+		for _, t := range tasks {
+			var st syscall.Stat_t
+			if syscall.Stat(filepath.Join("/proc", p.Name(), "task", t.Name(), "ns", "net"), &st) != nil {
+				continue
+			}
+			if uint64(st.Ino) == id.Ino && uint64(st.Dev) == id.Dev {
+				return fmt.Errorf("already has a process in it: %s (pid %s), which a re-bind would leave behind", procComm(p.Name()), p.Name())
+			}
+		}
+	}
+	return nil
+}
+
+func procComm(pid string) string {
+	b, err := os.ReadFile(filepath.Join("/proc", pid, "comm"))
+	if err != nil {
+		return "process"
+	}
+	return strings.TrimSpace(string(b))
+}
