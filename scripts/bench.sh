@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Benchmarks our plugins against the reference plugins (built from the Go
+# module proxy into .cache/), a no-op plugin (the exec floor) and a bare
+# veth add/delete (the kernel floor), all in throwaway namespaces.
+#   scripts/bench.sh            full run (under 15 minutes on 2 cores)
+#   scripts/bench.sh --quick    smoke run (under a minute): small W and N, sanity checks
+#   scripts/bench.sh --only 'ours/|floor/'   only matching scenarios
+#   scripts/bench.sh --out DIR  results elsewhere (default test/bench/out/, gitignored)
+# Other flags go to the Go program (go run ./test/bench -h). Results:
+# <out>/<timestamp>/{report.md,results.json,plot.svg}, <out>/latest points there.
+# Uses $NETDRIVERS_BIN when set (prebuilt plugins), else builds them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+need_root
+ensure_pkgs ip:iproute2 nft:nftables iptables:iptables
+
+cmdline="scripts/bench.sh $*"
+args=() out=test/bench/out
+while [ $# -gt 0 ]; do
+	case $1 in
+	--quick) args+=(-quick); shift ;;
+	--only) args+=(-only "$2"); shift 2 ;;
+	--out) out=$2; shift 2 ;;
+	-h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+	*) args+=("$1"); shift ;;
+	esac
+done
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+build=$out/.build
+mkdir -p "$build/noop"
+
+if [ -n "${NETDRIVERS_BIN:-}" ] && [ -x "$NETDRIVERS_BIN/none" ]; then
+	bin=$(cd "$NETDRIVERS_BIN" && pwd)
+else
+	bin=$build/bin
+	rm -rf "$bin"
+	log "build plugins"
+	if ! ./scripts/build.sh "$bin" 2>"$build/build.log"; then
+		# A plugin that does not build only skips its scenarios.
+		log "not every plugin builds; building them one by one"
+		for d in plugins/*/; do
+			name=$(basename "$d")
+			if ! CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$bin/$name" "./$d" 2>"$build/$name.log"; then
+				log "warning: $name does not build, its scenarios are skipped:"
+				head -5 "$build/$name.log" >&2
+				rm -f "$bin/$name"
+			fi
+		done
+		[ -x "$bin/none" ] && ln -f "$bin/none" "$bin/loopback"
+	fi
+fi
+
+log "build the no-op plugin and the benchmark"
+# The exec floor is built exactly as our plugins are: static, stripped.
+CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$build/noop/noop" ./test/bench/noop
+go build -o "$build/bench" ./test/bench
+
+exec "$build/bench" -bin "$bin" -noop "$build/noop" -out "$out" -command "${cmdline% }" "${args[@]}"

@@ -1,0 +1,168 @@
+// Command bench compares netdrivers' plugins with the reference CNI
+// plugins, a no-op plugin (the exec floor) and the kernel's own cost of a
+// veth (the kernel floor). It drives every plugin as a runtime does
+// (libcni ADD/CHECK/DEL, exec of the binaries) from inside throwaway
+// "host" namespaces, and removes everything it made on every exit path.
+// Run it through scripts/bench.sh.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/netdrivers/netdrivers/pkg/nettest"
+)
+
+type config struct {
+	quick                    bool
+	out                      string
+	oursBin, refBin, noopBin string
+	only                     *regexp.Regexp
+	cs                       []int
+	fillC                    int
+	command                  string
+}
+
+func (c *config) binDir(side string) string {
+	switch side {
+	case "ours":
+		return c.oursBin
+	case "ref":
+		return c.refBin
+	}
+	return c.noopBin
+}
+
+func parseFlags() (*config, error) {
+	cfg := &config{command: strings.Join(os.Args, " ")}
+	only := flag.String("only", "", "run only scenarios whose name matches this regexp")
+	cs := flag.String("c", "1,8", "concurrent callers per round, comma-separated")
+	flag.BoolVar(&cfg.quick, "quick", false, "smoke run: small W and N, fewer scenarios, sanity checks")
+	flag.StringVar(&cfg.out, "out", filepath.Join(nettest.RepoRoot(), "test", "bench", "out"), "output directory")
+	flag.StringVar(&cfg.oursBin, "bin", "", "directory with our plugins (required)")
+	flag.StringVar(&cfg.noopBin, "noop", "", "directory with the noop plugin (required)")
+	flag.StringVar(&cfg.refBin, "ref", "", "directory with the reference plugins (default: build them into .cache)")
+	flag.StringVar(&cfg.command, "command", cfg.command, "the command line to record in the report")
+	flag.IntVar(&cfg.fillC, "fill-c", 8, "concurrent callers while filling W (untimed)")
+	flag.Parse()
+	if cfg.oursBin == "" || cfg.noopBin == "" {
+		return nil, errors.New("-bin and -noop are required (scripts/bench.sh sets them)")
+	}
+	for _, s := range strings.Split(*cs, ",") {
+		c, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || c < 1 {
+			return nil, fmt.Errorf("-c: %q is not a positive number", s)
+		}
+		cfg.cs = append(cfg.cs, c)
+	}
+	if *only != "" {
+		re, err := regexp.Compile(*only)
+		if err != nil {
+			return nil, fmt.Errorf("-only: %w", err)
+		}
+		cfg.only = re
+	}
+	return cfg, nil
+}
+
+func progress(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
+}
+
+func main() {
+	cfg, err := parseFlags()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(2)
+	}
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "bench: run as root: it creates network namespaces")
+		os.Exit(2)
+	}
+	os.Exit(run(cfg))
+}
+
+func run(cfg *config) (code int) {
+	if n, err := sweepStale(); n > 0 || err != nil {
+		progress("removed %d leftovers of killed benchmark runs (errors: %v)", n, err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	defer stop()
+	reg := newRegistry()
+	defer func() {
+		// Also on panic: remove every namespace and directory, then re-panic.
+		p := recover()
+		if err := reg.cleanup(); err != nil {
+			progress("cleanup: %v", err)
+			code = max(code, 1)
+		}
+		if p != nil {
+			panic(p)
+		}
+	}()
+	if cfg.refBin == "" {
+		var err error
+		progress("building the reference plugins %s (cached in .cache/)", nettest.RefVersion)
+		if cfg.refBin, err = nettest.BuildRef(); err != nil {
+			progress("reference plugins: %v", err)
+			return 1
+		}
+	}
+	rep := newReport(cfg)
+	for _, sc := range scenarios(cfg.quick) {
+		if (cfg.quick && !sc.Quick) || (cfg.only != nil && !cfg.only.MatchString(sc.Name)) {
+			continue
+		}
+		rep.Runs = append(rep.Runs, runScenario(ctx, sc, cfg, reg, rep.usage))
+		if ctx.Err() != nil {
+			progress("interrupted: cleaning up")
+			return 130
+		}
+	}
+	if err := rep.finish(); err != nil {
+		progress("report: %v", err)
+		return 1
+	}
+	return rep.exitCode()
+}
+
+// runScenario runs one scenario in its own throwaway node and always
+// removes that node before returning.
+func runScenario(ctx context.Context, sc Scenario, cfg *config, reg *registry, u *usage) *Run {
+	run := &Run{Scenario: sc.Name, Side: sc.Side, What: sc.What, Plugins: sc.Plugins, Ports: sc.Ports, Links: sc.Links}
+	for _, p := range sc.Plugins {
+		if _, err := os.Stat(filepath.Join(cfg.binDir(sc.Side), p)); err != nil {
+			run.Status, run.Reason = "skipped", fmt.Sprintf("plugin %q not built", p)
+			progress("%s: skipped: %s", sc.Name, run.Reason)
+			return run
+		}
+	}
+	progress("%s: %s", sc.Name, sc.What)
+	start := time.Now()
+	env, err := newHostEnv(reg, sc.Name)
+	if err == nil {
+		if sc.Kernel {
+			err = runKernel(ctx, sc, cfg, env, run)
+		} else {
+			err = runPlugin(ctx, sc, cfg, env, u, run)
+		}
+		err = errors.Join(err, env.close())
+	}
+	run.Seconds = time.Since(start).Seconds()
+	run.Status = "ok"
+	if err != nil {
+		run.Status, run.Reason = "failed", err.Error()
+		progress("%s: FAILED: %v", sc.Name, err)
+	}
+	return run
+}

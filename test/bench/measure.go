@@ -1,0 +1,254 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/containernetworking/cni/libcni"
+
+	"github.com/netdrivers/netdrivers/pkg/nettest"
+)
+
+// Verbs are timed in this order in every round.
+var Verbs = []string{"ADD", "CHECK", "DEL"}
+
+// Run is the outcome of one scenario.
+type Run struct {
+	Scenario string   `json:"scenario"`
+	Side     string   `json:"side"`
+	What     string   `json:"what"`
+	Plugins  []string `json:"plugins,omitempty"`
+	Ports    bool     `json:"ports"`
+	Links    bool     `json:"links"`
+	Status   string   `json:"status"` // ok, skipped or failed
+	Reason   string   `json:"reason,omitempty"`
+	Fill     []Fill   `json:"fill,omitempty"`
+	Rounds   []*Round `json:"rounds,omitempty"`
+	Seconds  float64  `json:"seconds"`
+}
+
+// Fill records how long bringing the live attachments up to W took.
+type Fill struct {
+	W       int     `json:"w"`
+	Seconds float64 `json:"seconds"`
+}
+
+// Round is N ADDs, then N CHECKs, then N DELs by C callers, with W other
+// attachments live throughout.
+type Round struct {
+	W     int                 `json:"w"`
+	C     int                 `json:"c"`
+	Verbs map[string]*VerbRun `json:"verbs"`
+}
+
+// VerbRun holds one verb's raw samples (successful calls, µs) and summary.
+type VerbRun struct {
+	Summary    Summary `json:"summary"`
+	SamplesUS  []int64 `json:"samples_us"`
+	FirstError string  `json:"first_error,omitempty"`
+}
+
+// opFunc performs operation i on behalf of caller worker.
+type opFunc func(ctx context.Context, worker, i int) error
+
+// batch runs n operations with c concurrent callers, timing each.
+func batch(ctx context.Context, c, n int, fn opFunc) *VerbRun {
+	samples := make([]time.Duration, n)
+	failed := make([]bool, n)
+	var (
+		next     atomic.Int64
+		mu       sync.Mutex
+		firstErr error
+		wg       sync.WaitGroup
+	)
+	start := time.Now()
+	for w := range c {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n || ctx.Err() != nil {
+					return
+				}
+				t := time.Now()
+				err := fn(ctx, w, i)
+				samples[i] = time.Since(t)
+				if err != nil {
+					failed[i] = true
+					mu.Lock()
+					firstErr = cmpOr(firstErr, err)
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	wall := time.Since(start)
+	var ok []time.Duration
+	for i, d := range samples {
+		if !failed[i] && d > 0 {
+			ok = append(ok, d)
+		}
+	}
+	if ctx.Err() != nil {
+		firstErr = cmpOr(firstErr, ctx.Err())
+	}
+	v := &VerbRun{Summary: summarize(ok, n-len(ok), wall)}
+	for _, d := range ok {
+		v.SamplesUS = append(v.SamplesUS, d.Microseconds())
+	}
+	if firstErr != nil {
+		v.FirstError = firstErr.Error()
+	}
+	return v
+}
+
+func cmpOr(a, b error) error {
+	if a != nil {
+		return a
+	}
+	return b
+}
+
+// pluginBench runs a plugin scenario inside env.
+type pluginBench struct {
+	sc   Scenario
+	cfg  *config
+	env  *hostEnv
+	cni  *runner
+	list *libcni.NetworkConfigList
+	pool []*nettest.NS // namespaces of the timed attachments
+	live int           // fill attachments up
+}
+
+func newPluginBench(sc Scenario, cfg *config, env *hostEnv, u *usage) (*pluginBench, error) {
+	b, err := json.Marshal(sc.conflist(filepath.Join(env.work, "ipam")))
+	if err != nil {
+		return nil, err
+	}
+	list, err := libcni.NetworkConfFromBytes(b)
+	if err != nil {
+		return nil, fmt.Errorf("conflist of %s: %w", sc.Name, err)
+	}
+	p := &pluginBench{sc: sc, cfg: cfg, env: env, list: list,
+		cni: newRunner(env.host, cfg.binDir(sc.Side), filepath.Join(env.work, "cache"),
+			filepath.Join(env.work, "state"), sc.Side, u)}
+	p.pool, err = env.containers(sc.N)
+	return p, err
+}
+
+// rt is the runtime config containerd would send for an attachment.
+func (p *pluginBench) rt(id string, ns *nettest.NS, slot int, fill bool) *libcni.RuntimeConf {
+	rt := &libcni.RuntimeConf{ContainerID: id, NetNS: ns.Path(), IfName: "eth0",
+		Args: [][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", "bench"},
+			{"K8S_POD_NAME", id}, {"K8S_POD_INFRA_CONTAINER_ID", id}}}
+	if p.sc.Ports {
+		rt.CapabilityArgs = map[string]any{"portMappings": portMappings(slot, fill)}
+	}
+	return rt
+}
+
+// warmUp runs untimed lifecycles so that the first timed call does not
+// pay for loading the binaries into the page cache or creating the
+// bridge and the firewall tables.
+func (p *pluginBench) warmUp(ctx context.Context) error {
+	nss, err := p.env.containers(1)
+	if err != nil {
+		return err
+	}
+	for i := range 2 {
+		rt := p.rt(fmt.Sprintf("warmup-%d", i), nss[0], 0, false)
+		if _, err := p.cni.AddNetworkList(ctx, p.list, rt); err != nil {
+			return fmt.Errorf("warm-up ADD: %w", err)
+		}
+		if err := p.cni.CheckNetworkList(ctx, p.list, rt); err != nil {
+			return fmt.Errorf("warm-up CHECK: %w", err)
+		}
+		if err := p.cni.DelNetworkList(ctx, p.list, rt); err != nil {
+			return fmt.Errorf("warm-up DEL: %w", err)
+		}
+	}
+	return nil
+}
+
+// fillTo brings the live attachments up to w, untimed, with many callers.
+func (p *pluginBench) fillTo(ctx context.Context, w int) (Fill, error) {
+	start := time.Now()
+	nss, err := p.env.containers(w - p.live)
+	if err != nil {
+		return Fill{}, err
+	}
+	base := p.live
+	v := batch(ctx, p.cfg.fillC, len(nss), func(ctx context.Context, _, i int) error {
+		slot := base + i
+		_, err := p.cni.AddNetworkList(ctx, p.list, p.rt(fmt.Sprintf("fill-%d", slot), nss[i], slot, true))
+		return err
+	})
+	p.live = w
+	if v.Summary.Errors > 0 {
+		return Fill{}, fmt.Errorf("fill to W=%d: %d ADDs failed, first: %s", w, v.Summary.Errors, v.FirstError)
+	}
+	return Fill{W: w, Seconds: time.Since(start).Seconds()}, nil
+}
+
+// round times N ADDs, CHECKs and DELs with c callers at the current W.
+func (p *pluginBench) round(ctx context.Context, c int) (*Round, error) {
+	rts := make([]*libcni.RuntimeConf, len(p.pool))
+	for i, ns := range p.pool {
+		rts[i] = p.rt(fmt.Sprintf("timed-w%d-c%d-%d", p.live, c, i), ns, i, false)
+	}
+	ops := map[string]opFunc{
+		"ADD": func(ctx context.Context, _, i int) error {
+			_, err := p.cni.AddNetworkList(ctx, p.list, rts[i])
+			return err
+		},
+		"CHECK": func(ctx context.Context, _, i int) error { return p.cni.CheckNetworkList(ctx, p.list, rts[i]) },
+		"DEL":   func(ctx context.Context, _, i int) error { return p.cni.DelNetworkList(ctx, p.list, rts[i]) },
+	}
+	r := &Round{W: p.live, C: c, Verbs: map[string]*VerbRun{}}
+	var errs []error
+	for _, verb := range Verbs {
+		v := batch(ctx, c, len(rts), ops[verb])
+		r.Verbs[verb] = v
+		if v.FirstError != "" {
+			errs = append(errs, fmt.Errorf("%s at W=%d C=%d: %d failed, first: %s", verb, p.live, c, v.Summary.Errors, v.FirstError))
+		}
+	}
+	return r, errors.Join(errs...)
+}
+
+// runPlugin runs every W level and every C of a plugin scenario.
+func runPlugin(ctx context.Context, sc Scenario, cfg *config, env *hostEnv, u *usage, run *Run) error {
+	p, err := newPluginBench(sc, cfg, env, u)
+	if err != nil {
+		return err
+	}
+	if err := p.warmUp(ctx); err != nil {
+		return err
+	}
+	for _, w := range sc.Ws {
+		if w > p.live {
+			f, err := p.fillTo(ctx, w)
+			if err != nil {
+				return err
+			}
+			run.Fill = append(run.Fill, f)
+			progress("  %s: filled to W=%d in %.1f s", sc.Name, w, f.Seconds)
+		}
+		for _, c := range cfg.cs {
+			r, err := p.round(ctx, c)
+			run.Rounds = append(run.Rounds, r)
+			if err != nil {
+				return err
+			}
+			progress("  %s: W=%d C=%d  ADD p50 %.2f ms  CHECK p50 %.2f ms  DEL p50 %.2f ms", sc.Name, w, c,
+				r.Verbs["ADD"].Summary.P50, r.Verbs["CHECK"].Summary.P50, r.Verbs["DEL"].Summary.P50)
+		}
+	}
+	return nil
+}

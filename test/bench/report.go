@@ -1,0 +1,217 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/netdrivers/netdrivers/pkg/nettest"
+)
+
+// Report is everything a run produced; it is written as results.json.
+type Report struct {
+	Meta    Meta       `json:"meta"`
+	Runs    []*Run     `json:"runs"`
+	Usage   []UsageRow `json:"usage"`
+	Ratios  []Ratio    `json:"ratios"`
+	Targets []Target   `json:"targets"`
+	Sanity  []string   `json:"sanity_failures,omitempty"`
+
+	cfg   *config
+	usage *usage
+	start time.Time
+}
+
+// Meta says under what conditions the numbers were taken.
+type Meta struct {
+	Started    time.Time `json:"started"`
+	Seconds    float64   `json:"seconds"`
+	Command    string    `json:"command"`
+	Quick      bool      `json:"quick"`
+	Host       string    `json:"host"`
+	Kernel     string    `json:"kernel"`
+	CPUs       int       `json:"cpus"`
+	Go         string    `json:"go"`
+	Commit     string    `json:"commit"`
+	RefVersion string    `json:"ref_version"`
+	LoadBefore string    `json:"loadavg_before"`
+	LoadAfter  string    `json:"loadavg_after"`
+	Callers    []int     `json:"callers"`
+}
+
+func newReport(cfg *config) *Report {
+	var u unix.Utsname
+	unix.Uname(&u)
+	return &Report{cfg: cfg, usage: newUsage(), start: time.Now(), Meta: Meta{
+		Started: time.Now().UTC(), Command: cfg.command, Quick: cfg.quick,
+		Host: unix.ByteSliceToString(u.Nodename[:]), Kernel: unix.ByteSliceToString(u.Release[:]),
+		CPUs: runtime.NumCPU(), Go: runtime.Version(), Commit: gitCommit(), RefVersion: nettest.RefVersion,
+		LoadBefore: loadavg(), Callers: cfg.cs,
+	}}
+}
+
+func loadavg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+func gitCommit() string {
+	out, err := exec.Command("git", "-C", nettest.RepoRoot(), "describe", "--always", "--dirty").Output()
+	if err != nil {
+		return "unknown"
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// finish computes ratios and targets and writes results.json, report.md
+// and plot.svg into a fresh directory under the output directory, which
+// "latest" then points to.
+func (r *Report) finish() error {
+	r.Meta.Seconds = time.Since(r.start).Seconds()
+	r.Meta.LoadAfter = loadavg()
+	r.Usage = r.usage.rows()
+	r.Ratios = r.ratios()
+	r.Targets = r.targets()
+	r.Sanity = r.sanity()
+	name := time.Now().Format("20060102-150405")
+	if r.cfg.quick {
+		name += "-quick"
+	}
+	dir := filepath.Join(r.cfg.out, name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	js, err := json.MarshalIndent(r, "", " ")
+	if err != nil {
+		return err
+	}
+	md := r.markdown()
+	files := map[string][]byte{"results.json": js, "report.md": []byte(md), "plot.svg": []byte(r.plot())}
+	for f, b := range files {
+		if err := os.WriteFile(filepath.Join(dir, f), b, 0o644); err != nil {
+			return err
+		}
+	}
+	latest := filepath.Join(r.cfg.out, "latest")
+	os.Remove(latest)
+	if err := os.Symlink(name, latest); err != nil {
+		return err
+	}
+	fmt.Print(md)
+	progress("wrote %s (results.json, report.md, plot.svg) in %.0f s", dir, r.Meta.Seconds)
+	return nil
+}
+
+// exitCode is 1 when a scenario failed or, in a quick run, a sanity
+// check did.
+func (r *Report) exitCode() int {
+	for _, run := range r.Runs {
+		if run.Status == "failed" {
+			return 1
+		}
+	}
+	if len(r.Sanity) > 0 {
+		return 1
+	}
+	return 0
+}
+
+// fmtMS prints a latency with about three significant digits.
+func fmtMS(v float64) string {
+	switch {
+	case math.IsNaN(v) || v == 0:
+		return "–"
+	case v < 10:
+		return fmt.Sprintf("%.2f", v)
+	case v < 100:
+		return fmt.Sprintf("%.1f", v)
+	}
+	return fmt.Sprintf("%.0f", v)
+}
+
+func fmtX(v float64) string {
+	switch {
+	case math.IsNaN(v):
+		return "–"
+	case v < 10:
+		return fmt.Sprintf("%.2f×", v)
+	}
+	return fmt.Sprintf("%.1f×", v)
+}
+
+func (r *Report) markdown() string {
+	var b strings.Builder
+	m := r.Meta
+	fmt.Fprintf(&b, "Run %s, %s, kernel %s, %d CPUs, %s, commit %s, reference plugins %s; %.0f s; load average before %s, after %s.\n\n",
+		m.Started.Format(time.RFC3339), m.Host, m.Kernel, m.CPUs, m.Go, m.Commit, m.RefVersion, m.Seconds, m.LoadBefore, m.LoadAfter)
+	fmt.Fprintf(&b, "Command: `%s`\n\n", m.Command)
+	b.WriteString("Latency in ms of one whole libcni call (exec of every plugin in the list), p50 / p90 / p99 / max, and the calls per second that C callers achieved.\n\n")
+	b.WriteString("| scenario | W | C | ADD | ADD/s | CHECK | CHECK/s | DEL | DEL/s |\n|---|--:|--:|---|--:|---|--:|---|--:|\n")
+	for _, run := range r.Runs {
+		for _, rd := range run.Rounds {
+			fmt.Fprintf(&b, "| %s | %d | %d", run.Scenario, rd.W, rd.C)
+			for _, verb := range Verbs {
+				v, ok := rd.Verbs[verb]
+				if !ok {
+					b.WriteString(" | – | –")
+					continue
+				}
+				s := v.Summary
+				fmt.Fprintf(&b, " | %s / %s / %s / %s | %.0f", fmtMS(s.P50), fmtMS(s.P90), fmtMS(s.P99), fmtMS(s.Max), s.OpsPS)
+			}
+			b.WriteString(" |\n")
+		}
+	}
+	b.WriteString("\nScenarios:\n\n")
+	for _, run := range r.Runs {
+		line := fmt.Sprintf("- `%s`: %s", run.Scenario, run.What)
+		switch run.Status {
+		case "skipped":
+			line += fmt.Sprintf(" — **skipped**: %s", run.Reason)
+		case "failed":
+			line += fmt.Sprintf(" — **failed**: %s", firstLine(run.Reason))
+		}
+		for _, f := range run.Fill {
+			line += fmt.Sprintf("; fill to W=%d took %.0f s", f.W, f.Seconds)
+		}
+		b.WriteString(line + "\n")
+	}
+	r.ratioMarkdown(&b)
+	r.usageMarkdown(&b)
+	r.targetMarkdown(&b)
+	if len(r.Sanity) > 0 {
+		b.WriteString("\nSanity check failures:\n\n")
+		for _, s := range r.Sanity {
+			fmt.Fprintf(&b, "- %s\n", s)
+		}
+	}
+	return b.String()
+}
+
+func firstLine(s string) string {
+	l, _, _ := strings.Cut(s, "\n")
+	if len(l) > 300 {
+		l = l[:300] + "…"
+	}
+	return l
+}
+
+func (r *Report) usageMarkdown(b *strings.Builder) {
+	b.WriteString("\nPeak RSS of one invocation (KiB, from wait4: the plugin and the children it waited for), p50 / max over all calls, and CPU time (user + sys) p50 in ms:\n\n")
+	b.WriteString("| side | plugin | verb | calls | RSS p50 | RSS max | CPU p50 |\n|---|---|---|--:|--:|--:|--:|\n")
+	for _, u := range r.Usage {
+		fmt.Fprintf(b, "| %s | %s | %s | %d | %d | %d | %s |\n", u.Side, u.Plugin, u.Verb, u.Calls, u.RSSP50, u.RSSMax, fmtMS(u.CPUP50MS))
+	}
+}

@@ -1,0 +1,149 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/invoke"
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/netdrivers/netdrivers/pkg/nettest"
+	"github.com/netdrivers/netdrivers/pkg/state"
+)
+
+// runner drives plugins as a runtime does (libcni: result cache, chains,
+// prevResult), execing every binary from a thread inside the scenario's
+// host namespace, which the plugin then treats as the node. It records
+// the peak RSS and CPU time of each invocation from wait4's rusage (which
+// covers the children the plugin waited for: delegated IPAM, iptables).
+type runner struct {
+	*libcni.CNIConfig
+	host  *nettest.NS
+	env   []string
+	side  string
+	usage *usage
+}
+
+func newRunner(host *nettest.NS, binDir, cacheDir, stateDir, side string, u *usage) *runner {
+	r := &runner{host: host, side: side, usage: u,
+		env: []string{state.EnvRoot + "=" + stateDir}}
+	r.CNIConfig = libcni.NewCNIConfigWithCacheDir([]string{binDir}, cacheDir, r)
+	return r
+}
+
+// ExecPlugin implements invoke.Exec.
+func (r *runner) ExecPlugin(ctx context.Context, path string, stdin []byte, environ []string) ([]byte, error) {
+	var stdout, stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, path)
+	cmd.Env = append(environ, r.env...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = bytes.NewReader(stdin), &stdout, &stderr
+	// The child inherits the namespace of the thread that forks it.
+	err := r.host.Do(cmd.Start)
+	if err == nil {
+		err = cmd.Wait()
+	}
+	if ps := cmd.ProcessState; ps != nil {
+		if ru, ok := ps.SysUsage().(*syscall.Rusage); ok {
+			cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+			r.usage.add(usageKey{r.side, filepath.Base(path), verbOf(environ)}, ru.Maxrss, cpu)
+		}
+	}
+	if err != nil {
+		return nil, pluginErr(path, err, stdout.Bytes(), stderr.Bytes())
+	}
+	return stdout.Bytes(), nil
+}
+
+// FindInPath implements invoke.Exec.
+func (r *runner) FindInPath(plugin string, paths []string) (string, error) {
+	return invoke.FindInPath(plugin, paths)
+}
+
+// Decode implements invoke.Exec.
+func (r *runner) Decode(b []byte) (version.PluginInfo, error) {
+	return (&version.PluginDecoder{}).Decode(b)
+}
+
+func verbOf(env []string) string {
+	v := ""
+	for _, e := range env {
+		if val, ok := strings.CutPrefix(e, "CNI_COMMAND="); ok {
+			v = val
+		}
+	}
+	return v
+}
+
+func pluginErr(path string, err error, stdout, stderr []byte) error {
+	var e types.Error
+	if json.Unmarshal(stdout, &e) == nil && (e.Code != 0 || e.Msg != "") {
+		return fmt.Errorf("%s: %w", filepath.Base(path), &e)
+	}
+	return fmt.Errorf("%s: %w: stdout %q stderr %q", filepath.Base(path), err, stdout, stderr)
+}
+
+// usageKey names one plugin binary of one side under one verb.
+type usageKey struct{ Side, Plugin, Verb string }
+
+// usage collects per-invocation resource use.
+type usage struct {
+	mu  sync.Mutex
+	rss map[usageKey][]int64 // KiB
+	cpu map[usageKey][]time.Duration
+}
+
+func newUsage() *usage {
+	return &usage{rss: map[usageKey][]int64{}, cpu: map[usageKey][]time.Duration{}}
+}
+
+func (u *usage) add(k usageKey, rssKiB int64, cpu time.Duration) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.rss[k] = append(u.rss[k], rssKiB)
+	u.cpu[k] = append(u.cpu[k], cpu)
+}
+
+// UsageRow is the resource use of one plugin binary under one verb.
+type UsageRow struct {
+	Side     string  `json:"side"`
+	Plugin   string  `json:"plugin"`
+	Verb     string  `json:"verb"`
+	Calls    int     `json:"calls"`
+	RSSP50   int64   `json:"rss_p50_kib"`
+	RSSMax   int64   `json:"rss_max_kib"`
+	CPUP50MS float64 `json:"cpu_p50_ms"` // user+sys, children included
+}
+
+func (u *usage) rows() []UsageRow {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	var out []UsageRow
+	for k, rss := range u.rss {
+		r := slices.Clone(rss)
+		slices.Sort(r)
+		cpu := slices.Clone(u.cpu[k])
+		slices.Sort(cpu)
+		out = append(out, UsageRow{Side: k.Side, Plugin: k.Plugin, Verb: k.Verb, Calls: len(r),
+			RSSP50: r[(len(r)-1)/2], RSSMax: r[len(r)-1], CPUP50MS: ms(percentile(cpu, 50))})
+	}
+	slices.SortFunc(out, func(a, b UsageRow) int {
+		return strings.Compare(a.Side+a.Plugin+verbRank(a.Verb), b.Side+b.Plugin+verbRank(b.Verb))
+	})
+	return out
+}
+
+// verbRank orders verbs as a lifecycle runs them.
+func verbRank(v string) string {
+	return map[string]string{"ADD": "1", "CHECK": "2", "DEL": "3"}[v] + v
+}

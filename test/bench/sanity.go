@@ -1,0 +1,69 @@
+package main
+
+import "fmt"
+
+// sanity checks that the numbers can be trusted at all, never that they
+// are fast: every scenario that ran produced non-zero, finite, ordered
+// percentiles with no failed call, and the exec floor lies below every
+// plugin that does real work.
+func (r *Report) sanity() []string {
+	var bad []string
+	for _, run := range r.Runs {
+		if run.Status == "failed" {
+			bad = append(bad, fmt.Sprintf("%s failed: %s", run.Scenario, firstLine(run.Reason)))
+		}
+		if run.Status != "ok" {
+			continue
+		}
+		if len(run.Rounds) == 0 {
+			bad = append(bad, run.Scenario+": no rounds")
+		}
+		for _, rd := range run.Rounds {
+			for verb, v := range rd.Verbs {
+				if msg := checkSummary(v.Summary); msg != "" {
+					bad = append(bad, fmt.Sprintf("%s W=%d C=%d %s: %s", run.Scenario, rd.W, rd.C, verb, msg))
+				}
+			}
+		}
+	}
+	return append(bad, r.floorBelow()...)
+}
+
+func checkSummary(s Summary) string {
+	switch {
+	case s.Errors > 0:
+		return fmt.Sprintf("%d calls failed", s.Errors)
+	case s.N == 0:
+		return "no samples"
+	case !usable(s.P50) || !usable(s.P90) || !usable(s.P99) || !usable(s.Max) || !usable(s.OpsPS):
+		return fmt.Sprintf("unusable numbers %+v", s)
+	case s.P50 > s.P90 || s.P90 > s.P99 || s.P99 > s.Max:
+		return fmt.Sprintf("percentiles out of order %+v", s)
+	}
+	return ""
+}
+
+// floorBelow checks that the no-op plugin is faster than every plugin
+// that changes kernel state, at the same number of callers. none and
+// loopback only set lo up, so they sit within noise of the floor and are
+// left out.
+func (r *Report) floorBelow() []string {
+	var bad []string
+	for _, run := range r.Runs {
+		if run.Status != "ok" || run.Side == "floor" || len(run.Plugins) == 0 ||
+			run.Plugins[0] == "none" || run.Plugins[0] == "loopback" {
+			continue
+		}
+		for _, rd := range run.Rounds {
+			floor, ok := r.summary("floor/exec", 0, rd.C, "ADD")
+			if !ok {
+				return append(bad, "no exec floor measured")
+			}
+			if p := rd.Verbs["ADD"].Summary.P50; p <= floor.P50 {
+				bad = append(bad, fmt.Sprintf("%s W=%d C=%d: ADD p50 %.2f ms is not above the exec floor's %.2f ms",
+					run.Scenario, rd.W, rd.C, p, floor.P50))
+			}
+		}
+	}
+	return bad
+}

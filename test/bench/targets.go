@@ -1,0 +1,264 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+)
+
+// Ratio is one derived comparison of p50 latencies.
+type Ratio struct {
+	Kind     string  `json:"kind"` // ours/exec, del-kernel-ms, ref/ours, wmax/w0
+	Scenario string  `json:"scenario"`
+	Other    string  `json:"other"`
+	W        int     `json:"w"`
+	C        int     `json:"c"`
+	Verb     string  `json:"verb"`
+	Value    float64 `json:"value"`
+}
+
+// refPairs are the like-for-like comparisons: reference job, our job.
+// "ref/bridge+portmap-best" is the faster of the two portmap backends at
+// each W, C and verb, the one the targets compare against.
+var refPairs = [][2]string{
+	{"ref/bridge+portmap-best", "ours/bridge-nft"},
+	{"ref/bridge+portmap-nft", "ours/bridge-nft"},
+	{"ref/bridge+portmap-ipt", "ours/bridge-ipt"},
+	{"ref/bridge", "ours/bridge-nft"},
+	{"ref/macvlan", "ours/macvlan"},
+	{"ref/loopback", "ours/loopback"},
+}
+
+// summary finds one verb's summary of a scenario's round.
+func (r *Report) summary(scenario string, w, c int, verb string) (Summary, bool) {
+	if scenario == "ref/bridge+portmap-best" {
+		a, aok := r.summary("ref/bridge+portmap-ipt", w, c, verb)
+		b, bok := r.summary("ref/bridge+portmap-nft", w, c, verb)
+		if !aok || (bok && b.P50 < a.P50) {
+			return b, bok
+		}
+		return a, aok
+	}
+	for _, run := range r.Runs {
+		if run.Scenario != scenario {
+			continue
+		}
+		for _, rd := range run.Rounds {
+			if v, ok := rd.Verbs[verb]; ok && rd.W == w && rd.C == c && usable(v.Summary.P50) {
+				return v.Summary, true
+			}
+		}
+	}
+	return Summary{}, false
+}
+
+func (r *Report) p50(scenario string, w, c int, verb string) float64 {
+	if s, ok := r.summary(scenario, w, c, verb); ok {
+		return s.P50
+	}
+	return math.NaN()
+}
+
+// levels lists the W levels measured for a scenario.
+func (r *Report) levels(scenario string) []int {
+	var ws []int
+	for _, run := range r.Runs {
+		for _, rd := range run.Rounds {
+			if run.Scenario == scenario && !slices.Contains(ws, rd.W) {
+				ws = append(ws, rd.W)
+			}
+		}
+	}
+	return ws
+}
+
+func (r *Report) ratios() []Ratio {
+	var out []Ratio
+	add := func(kind, sc, other string, w, c int, verb string, v float64) {
+		if !math.IsNaN(v) && !math.IsInf(v, 0) {
+			out = append(out, Ratio{kind, sc, other, w, c, verb, v})
+		}
+	}
+	for _, run := range r.Runs {
+		if run.Side != "ours" {
+			continue
+		}
+		ws := r.levels(run.Scenario)
+		for _, rd := range run.Rounds {
+			for _, verb := range Verbs {
+				add("ours/exec", run.Scenario, "floor/exec", rd.W, rd.C, verb,
+					ratio(r.p50(run.Scenario, rd.W, rd.C, verb), r.p50("floor/exec", 0, rd.C, verb)))
+			}
+			ours, floor := r.p50(run.Scenario, rd.W, rd.C, "DEL"), r.p50("floor/kernel", 0, rd.C, "DEL")
+			if run.Links && usable(ours) && usable(floor) {
+				add("del-kernel-ms", run.Scenario, "floor/kernel", rd.W, rd.C, "DEL", ours-floor)
+			}
+			if wmax := slices.Max(ws); len(ws) > 1 && rd.W == wmax {
+				for _, verb := range Verbs {
+					add("wmax/w0", run.Scenario, fmt.Sprintf("W=%d", wmax), wmax, rd.C, verb,
+						ratio(r.p50(run.Scenario, wmax, rd.C, verb), r.p50(run.Scenario, 0, rd.C, verb)))
+				}
+			}
+		}
+	}
+	for _, pair := range refPairs {
+		ref := pair[0]
+		if strings.HasSuffix(ref, "-best") {
+			ref = "ref/bridge+portmap-nft"
+		}
+		for _, w := range r.levels(ref) {
+			for _, c := range r.cfg.cs {
+				for _, verb := range Verbs {
+					add("ref/ours", pair[1], pair[0], w, c, verb, ratio(r.p50(pair[0], w, c, verb), r.p50(pair[1], w, c, verb)))
+				}
+			}
+		}
+	}
+	return out
+}
+
+func (r *Report) findRatio(kind, sc, other string, w, c int, verb string) float64 {
+	for _, x := range r.Ratios {
+		if x.Kind == kind && x.Scenario == sc && x.Other == other && x.W == w && x.C == c && x.Verb == verb {
+			return x.Value
+		}
+	}
+	return math.NaN()
+}
+
+func (r *Report) ratioMarkdown(b *strings.Builder) {
+	type row struct {
+		sc, other string
+		w, c      int
+	}
+	table := func(title, kind string, cell func(float64) string) {
+		var rows []row
+		for _, x := range r.Ratios {
+			k := row{x.Scenario, x.Other, x.W, x.C}
+			if x.Kind == kind && !slices.Contains(rows, k) {
+				rows = append(rows, k)
+			}
+		}
+		if len(rows) == 0 {
+			return
+		}
+		fmt.Fprintf(b, "\n%s\n\n| ours | compared with | W | C | ADD | CHECK | DEL |\n|---|---|--:|--:|--:|--:|--:|\n", title)
+		for _, k := range rows {
+			fmt.Fprintf(b, "| %s | %s | %d | %d", k.sc, k.other, k.w, k.c)
+			for _, verb := range Verbs {
+				b.WriteString(" | " + cell(r.findRatio(kind, k.sc, k.other, k.w, k.c, verb)))
+			}
+			b.WriteString(" |\n")
+		}
+	}
+	table("Ours ÷ exec floor (p50; the floor at W=0, same C):", "ours/exec", fmtX)
+	table("DEL p50 − kernel floor DEL p50 (ms, same C):", "del-kernel-ms", fmtMS)
+	table("Reference ÷ ours (p50, same W and C; higher is better for ours):", "ref/ours", fmtX)
+	table("Flatness, p50 at the largest W ÷ p50 at W=0:", "wmax/w0", fmtX)
+}
+
+// Target is one of issue 7's targets, evaluated on this run.
+type Target struct {
+	Name   string `json:"name"`
+	Want   string `json:"want"`
+	Got    string `json:"got"`
+	Status string `json:"status"` // pass, miss, not measured
+}
+
+func verdict(ok bool, measured bool) string {
+	switch {
+	case !measured:
+		return "not measured"
+	case ok:
+		return "pass"
+	}
+	return "miss"
+}
+
+func (r *Report) targets() []Target {
+	var out []Target
+	exec := func(sc, label string, w, c int) {
+		v := r.findRatio("ours/exec", sc, "floor/exec", w, c, "ADD")
+		out = append(out, Target{fmt.Sprintf("%s ADD p50 at W=%d, C=%d", label, w, c), "≤ 4× exec floor",
+			fmtX(v), verdict(v <= 4, usable(v))})
+	}
+	nft, mv := "ours/bridge-nft", "ours/macvlan"
+	wmax := 900
+	if ws := r.levels(nft); len(ws) > 0 {
+		wmax = slices.Max(ws)
+	}
+	exec(nft, "bridge-nft", wmax, 1)
+	for _, w := range r.levelsOr(nft, wmax) {
+		v := r.findRatio("del-kernel-ms", nft, "floor/kernel", w, 1, "DEL")
+		out = append(out, Target{fmt.Sprintf("bridge-nft DEL p50 at W=%d, C=1", w), "≤ kernel floor + 3 ms",
+			"+" + fmtMS(v) + " ms", verdict(v <= 3, !math.IsNaN(v))})
+	}
+	wref := 500
+	if r.cfg.quick {
+		wref = 0
+	}
+	for _, c := range r.cfg.cs {
+		for verb, want := range map[string]float64{"ADD": 30, "DEL": 5} {
+			v := r.findRatio("ref/ours", nft, "ref/bridge+portmap-best", wref, c, verb)
+			out = append(out, Target{fmt.Sprintf("bridge-nft %s p50 vs reference bridge+portmap (faster backend) at W=%d, C=%d", verb, wref, c),
+				fmt.Sprintf("≥ %.0f× faster", want), fmtX(v), verdict(v >= want, usable(v))})
+		}
+	}
+	for _, verb := range []string{"ADD", "DEL"} {
+		v := r.findRatio("wmax/w0", nft, fmt.Sprintf("W=%d", wmax), wmax, 1, verb)
+		out = append(out, Target{fmt.Sprintf("bridge-nft %s flat: p50(W=%d) ÷ p50(W=0), C=1", verb, wmax), "≤ 1.2",
+			fmtX(v), verdict(v <= 1.2, usable(v))})
+	}
+	for _, w := range r.levelsOr(mv, 0) {
+		exec(mv, "macvlan", w, 1)
+	}
+	return append(out, r.rssTargets()...)
+}
+
+func (r *Report) levelsOr(sc string, def int) []int {
+	if ws := r.levels(sc); len(ws) > 0 {
+		return ws
+	}
+	return []int{def}
+}
+
+// rssTargets compares the peak RSS of our one binary with the largest
+// process of the reference chain doing the same job.
+func (r *Report) rssTargets() []Target {
+	jobs := []struct {
+		name string
+		ours []string
+		ref  []string
+	}{
+		{"bridge, masquerade, ports", []string{"host-local-bridge"}, []string{"bridge", "host-local", "portmap"}},
+		{"macvlan + host-local", []string{"macvlan"}, []string{"macvlan", "host-local"}},
+		{"loopback", []string{"loopback"}, []string{"loopback"}},
+	}
+	var out []Target
+	for _, j := range jobs {
+		for _, verb := range Verbs {
+			o, f := r.peakRSS("ours", j.ours, verb), r.peakRSS("ref", j.ref, verb)
+			out = append(out, Target{fmt.Sprintf("peak RSS, %s, %s", j.name, verb), "≤ reference",
+				fmt.Sprintf("%d KiB vs %d KiB", o, f), verdict(o <= f, o > 0 && f > 0)})
+		}
+	}
+	return out
+}
+
+func (r *Report) peakRSS(side string, plugins []string, verb string) int64 {
+	var peak int64
+	for _, u := range r.Usage {
+		if u.Side == side && u.Verb == verb && slices.Contains(plugins, u.Plugin) {
+			peak = max(peak, u.RSSMax)
+		}
+	}
+	return peak
+}
+
+func (r *Report) targetMarkdown(b *strings.Builder) {
+	b.WriteString("\nTargets (issue 7):\n\n| target | want | got | |\n|---|---|---|---|\n")
+	for _, t := range r.Targets {
+		fmt.Fprintf(b, "| %s | %s | %s | %s |\n", t.Name, t.Want, t.Got, t.Status)
+	}
+}
