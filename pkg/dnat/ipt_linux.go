@@ -1,0 +1,303 @@
+package dnat
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path"
+	"slices"
+
+	"github.com/coreos/go-iptables/iptables"
+
+	"github.com/netdrivers/netdrivers/pkg/cnierr"
+	"github.com/netdrivers/netdrivers/pkg/netconf"
+	"github.com/netdrivers/netdrivers/pkg/netns"
+	"github.com/netdrivers/netdrivers/pkg/state"
+	"github.com/netdrivers/netdrivers/pkg/undo"
+)
+
+// IptablesOptions picks the iptables binaries of the iptables backend.
+type IptablesOptions struct {
+	Flavor string // FlavorDefault (the host's `iptables`), FlavorLegacy or FlavorNft
+}
+
+// iptBackend runs iptables/ip6tables in the host namespace: every call
+// rewrites a table, so it is correct, not O(1).
+type iptBackend struct {
+	host   *netns.Handle
+	rec    records
+	guard  *fwdGuard
+	flavor string
+}
+
+// NewIptables returns the iptables backend with explicit options.
+func NewIptables(host *netns.Handle, store *state.Store, o IptablesOptions) (Backend, error) {
+	return newIpt(host, store, o)
+}
+
+func newIpt(host *netns.Handle, store *state.Store, o IptablesOptions) (*iptBackend, error) {
+	switch o.Flavor {
+	case FlavorDefault, FlavorLegacy, FlavorNft:
+	default:
+		return nil, fmt.Errorf("%w: iptables flavor %q is not one of legacy|nft", ErrInvalid, o.Flavor)
+	}
+	name := BackendIptables
+	if o.Flavor != "" {
+		name += "-" + o.Flavor
+	}
+	return &iptBackend{host: host, rec: records{store: store, backend: name}, guard: newFwdGuard(host), flavor: o.Flavor}, nil
+}
+
+// do runs fn with runners for the families asked (v4 true), inside the
+// host namespace.
+func (b *iptBackend) do(fams []bool, fn func(ipt *iptables.IPTables, v4 bool) error) error {
+	var errs []error
+	for _, v4 := range fams {
+		errs = append(errs, b.host.Do(func() error {
+			ipt, err := openIpt(b.flavor, v4)
+			if err != nil {
+				return err
+			}
+			return fn(ipt, v4)
+		}))
+	}
+	return errors.Join(errs...)
+}
+
+var bothFamilies = []bool{true, false}
+
+// Add installs the network's rules when missing and the attachment's
+// chain and jumps; on failure what it added is removed.
+// Equivalent to: iptables -t nat -N NDA-HASH; iptables -t nat -A NETDRIVERS-DNAT ... -j NDA-HASH
+func (b *iptBackend) Add(ctx context.Context, n *Network, a *Attachment) (err error) {
+	ms, err := checkAdd(n, a)
+	if err != nil {
+		return err
+	}
+	if err := b.ensureNetwork(ctx, n); err != nil {
+		return err
+	}
+	if old, err := b.rec.get(a.Key); err != nil || old != nil {
+		if err := errors.Join(err, b.Del(ctx, n, a.Key)); err != nil {
+			return err
+		}
+	}
+	var u undo.Stack
+	defer u.OnError(&err)
+	if err := b.rec.put(a); err != nil {
+		return err
+	}
+	u.Push(func() error { return b.Del(ctx, n, a.Key) })
+	err = b.do(bothFamilies, func(ipt *iptables.IPTables, v4 bool) error {
+		chain, jumps := iptAttRules(a.Key, ms, v4)
+		if len(chain) == 0 {
+			return nil
+		}
+		if err := ipt.ClearChain("nat", iptAttChain(a.Key)); err != nil {
+			return fmt.Errorf("create chain nat %s: %w", iptAttChain(a.Key), err)
+		}
+		for _, r := range append(chain, jumps...) {
+			if err := ipt.Append(r.Table, r.Chain, r.Spec...); err != nil {
+				return fmt.Errorf("append %s %s %v: %w", r.Table, r.Chain, r.Spec, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return cnierr.Wrap(cnierr.IOFailure, err)
+	}
+	return flushUDP(b.host, udpPorts(ms))
+}
+
+// Del removes the attachment's jumps and chain: from Add's record, or by
+// the hash in the jumps' comments when there is none.
+func (b *iptBackend) Del(ctx context.Context, n *Network, key netconf.Key) error {
+	if err := validKey(key); err != nil {
+		return err
+	}
+	rec, rerr := b.rec.get(key)
+	var ms []mapping
+	if rec != nil {
+		ms, _ = rec.attachment().mappings(&Network{})
+	}
+	err := b.do(bothFamilies, func(ipt *iptables.IPTables, v4 bool) error {
+		var errs []error
+		_, jumps := iptAttRules(key, ms, v4)
+		for _, r := range jumps {
+			errs = append(errs, deleteRule(ipt, r))
+		}
+		// Whatever the record missed: jumps carry the hash in a comment.
+		left, err := rulesWith(ipt, "nat", iptDNAT, iptAttChain(key))
+		errs = append(errs, err)
+		for _, line := range left {
+			errs = append(errs, deleteRule(ipt, iptRule{Table: "nat", Chain: iptDNAT, Spec: splitRule(line)}))
+		}
+		if err := ipt.ClearAndDeleteChain("nat", iptAttChain(key)); err != nil && !isIptNotExist(err) {
+			errs = append(errs, fmt.Errorf("delete chain nat %s: %w", iptAttChain(key), err))
+		}
+		return errors.Join(errs...)
+	})
+	err = errors.Join(rerr, err, flushUDP(b.host, udpPorts(ms)))
+	if err != nil {
+		return err
+	}
+	return b.rec.del(key)
+}
+
+// Check verifies the network's and the attachment's rules with iptables -C.
+func (b *iptBackend) Check(ctx context.Context, n *Network, a *Attachment) error {
+	ms, err := checkAdd(n, a)
+	if err != nil {
+		return err
+	}
+	err = b.do(families(n), func(ipt *iptables.IPTables, v4 bool) error {
+		chain, jumps := iptAttRules(a.Key, ms, v4)
+		var errs []error
+		for _, r := range slices.Concat(iptNetRules(n, v4), chain, jumps) {
+			if ok, err := ipt.Exists(r.Table, r.Chain, r.Spec...); err != nil || !ok {
+				errs = append(errs, fmt.Errorf("%w: %s %s %v", ErrMissing, r.Table, r.Chain, r.Spec))
+			}
+		}
+		return errors.Join(errs...)
+	})
+	return errors.Join(err, checkSysctls(b.host, n))
+}
+
+// GC deletes n's attachments not in valid and, with none left, n's rules.
+func (b *iptBackend) GC(ctx context.Context, n *Network, valid []netconf.Key) error {
+	if err := n.validate(); err != nil {
+		return err
+	}
+	recs, err := b.rec.list(n.Name)
+	errs := []error{err}
+	left := 0
+	for _, r := range recs {
+		if slices.Contains(valid, r.Key) {
+			left++
+			continue
+		}
+		errs = append(errs, b.Del(ctx, n, r.Key))
+	}
+	if left == 0 {
+		errs = append(errs, b.removeNetwork(ctx, n))
+	}
+	return errors.Join(errs...)
+}
+
+// Status checks that the iptables binaries run in the host namespace.
+func (b *iptBackend) Status(ctx context.Context) error {
+	err := b.do(bothFamilies, func(ipt *iptables.IPTables, v4 bool) error {
+		_, err := ipt.ChainExists("filter", "FORWARD")
+		return err
+	})
+	return cnierr.Wrap(cnierr.NotAvailable, err)
+}
+
+// ensureNetwork installs the chains, hooks and network n's rules under
+// the store lock unless the record says they are current.
+func (b *iptBackend) ensureNetwork(ctx context.Context, n *Network) error {
+	if old, err := b.rec.getNet(n.Name); err == nil && old != nil && sameNetwork(old, n) {
+		return ensureSysctls(b.host, n)
+	}
+	l, err := b.rec.store.Lock(ctx, b.rec.lockName())
+	if err != nil {
+		return err
+	}
+	defer l.Unlock()
+	old, _ := b.rec.getNet(n.Name)
+	if old != nil && sameNetwork(old, n) {
+		return ensureSysctls(b.host, n)
+	}
+	if old != nil { // the config changed: drop the old network's rules
+		if err := b.deleteNetworkRules(old); err != nil {
+			return err
+		}
+	}
+	err = b.do(families(n), func(ipt *iptables.IPTables, v4 bool) error {
+		if err := b.ensureSkeleton(ipt, v4); err != nil {
+			return err
+		}
+		for _, r := range iptNetRules(n, v4) {
+			if err := appendUnique(ipt, r); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return cnierr.Wrap(cnierr.IOFailure, err)
+	}
+	if err := ensureSysctls(b.host, n); err != nil {
+		return err
+	}
+	if err := b.guard.ensure(n); err != nil {
+		return err
+	}
+	return b.rec.putNet(n)
+}
+
+// ensureSkeleton creates our chains and the jumps into them.
+func (b *iptBackend) ensureSkeleton(ipt *iptables.IPTables, v4 bool) error {
+	for _, c := range iptChains() {
+		if err := ensureChain(ipt, c.Table, c.Chain); err != nil {
+			return err
+		}
+	}
+	if err := ensureForwardChain(ipt); err != nil {
+		return err
+	}
+	if err := ensureHook(ipt, "filter", iptForward, dropJumpSpec()); err != nil {
+		return err
+	}
+	for _, h := range iptHooks(v4) {
+		if err := ensureHook(ipt, h.Table, h.From, h.spec()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func dropJumpSpec() []string {
+	return []string{"-m", "comment", "--comment", "netdrivers", "-j", iptDrop}
+}
+
+// removeNetwork deletes n's rules and, with no network left, our chains.
+func (b *iptBackend) removeNetwork(ctx context.Context, n *Network) error {
+	l, err := b.rec.store.Lock(ctx, b.rec.lockName())
+	if err != nil {
+		return err
+	}
+	defer l.Unlock()
+	errs := []error{b.deleteNetworkRules(n), b.guard.remove(n), b.rec.delNet(n.Name)}
+	if nets, err := b.rec.store.List(path.Join("dnat", b.rec.backend, "net")); err == nil && len(nets) == 0 {
+		errs = append(errs, b.deleteSkeleton())
+	}
+	return errors.Join(errs...)
+}
+
+func (b *iptBackend) deleteNetworkRules(n *Network) error {
+	return b.do(bothFamilies, func(ipt *iptables.IPTables, v4 bool) error {
+		var errs []error
+		for _, r := range iptNetRules(n, v4) {
+			errs = append(errs, deleteRule(ipt, r))
+		}
+		return errors.Join(errs...)
+	})
+}
+
+// deleteSkeleton removes our chains once they hold no rule, with the
+// jumps into them.
+func (b *iptBackend) deleteSkeleton() error {
+	return b.do(bothFamilies, func(ipt *iptables.IPTables, v4 bool) error {
+		var errs []error
+		errs = append(errs, deleteRule(ipt, iptRule{Table: "filter", Chain: iptForward, Spec: dropJumpSpec()}))
+		for _, h := range iptHooks(v4) {
+			errs = append(errs, deleteRule(ipt, iptRule{Table: h.Table, Chain: h.From, Spec: h.spec()}))
+		}
+		for _, c := range iptChains() {
+			errs = append(errs, deleteChainIfEmpty(ipt, c.Table, c.Chain, nil))
+		}
+		errs = append(errs, removeForwardChainIfEmpty(ipt))
+		return errors.Join(errs...)
+	})
+}

@@ -1,0 +1,146 @@
+package dnat
+
+import (
+	"errors"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/coreos/go-iptables/iptables"
+)
+
+// Flavors of the iptables binaries: "" is whichever `iptables` the host
+// runs (Debian's alternatives pick legacy or nft).
+const (
+	FlavorDefault = ""
+	FlavorLegacy  = "legacy"
+	FlavorNft     = "nft"
+)
+
+// iptBinary returns the path of the iptables (or ip6tables) binary of a
+// flavor, looking in PATH and then in the sbin directories runtimes often
+// leave out of it.
+func iptBinary(flavor string, v4 bool) (string, error) {
+	name := "ip6tables"
+	if v4 {
+		name = "iptables"
+	}
+	if flavor != "" {
+		name += "-" + flavor
+	}
+	if p, err := exec.LookPath(name); err == nil {
+		return p, nil
+	}
+	for _, dir := range []string{"/usr/sbin", "/sbin", "/usr/local/sbin"} {
+		if p, err := exec.LookPath(filepath.Join(dir, name)); err == nil {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%w: %s not found", ErrUnavailable, name)
+}
+
+// openIpt opens a go-iptables runner for a flavor and family. It execs
+// `iptables --version`, so call it inside the host namespace.
+func openIpt(flavor string, v4 bool) (*iptables.IPTables, error) {
+	path, err := iptBinary(flavor, v4)
+	if err != nil {
+		return nil, err
+	}
+	proto := iptables.ProtocolIPv6
+	if v4 {
+		proto = iptables.ProtocolIPv4
+	}
+	ipt, err := iptables.New(iptables.IPFamily(proto), iptables.Path(path), iptables.Timeout(10))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrUnavailable, path, err)
+	}
+	return ipt, nil
+}
+
+// ensureChain creates chain in table unless it exists.
+func ensureChain(ipt *iptables.IPTables, table, chain string) error {
+	ok, err := ipt.ChainExists(table, chain)
+	if err != nil {
+		return fmt.Errorf("look up chain %s %s: %w", table, chain, err)
+	}
+	if ok {
+		return nil
+	}
+	if err := ipt.NewChain(table, chain); err != nil && !isIptExist(err) {
+		return fmt.Errorf("create chain %s %s: %w", table, chain, err)
+	}
+	return nil
+}
+
+// ensureHook inserts the jump at the top of from unless it is there.
+func ensureHook(ipt *iptables.IPTables, table, from string, spec []string) error {
+	if err := ipt.InsertUnique(table, from, 1, spec...); err != nil {
+		return fmt.Errorf("insert jump %s %s %v: %w", table, from, spec, err)
+	}
+	return nil
+}
+
+func appendUnique(ipt *iptables.IPTables, r iptRule) error {
+	if err := ipt.AppendUnique(r.Table, r.Chain, r.Spec...); err != nil {
+		return fmt.Errorf("append %s %s %s: %w", r.Table, r.Chain, strings.Join(r.Spec, " "), err)
+	}
+	return nil
+}
+
+// deleteRule removes a rule; a rule or chain that is gone is success.
+func deleteRule(ipt *iptables.IPTables, r iptRule) error {
+	if err := ipt.DeleteIfExists(r.Table, r.Chain, r.Spec...); err != nil && !isIptNotExist(err) {
+		return fmt.Errorf("delete %s %s %s: %w", r.Table, r.Chain, strings.Join(r.Spec, " "), err)
+	}
+	return nil
+}
+
+// deleteChainIfEmpty removes chain when it holds no rule, first removing
+// every jump to it from the built-in chains listed.
+func deleteChainIfEmpty(ipt *iptables.IPTables, table, chain string, hooks map[string][]string) error {
+	rules, err := ipt.List(table, chain)
+	if err != nil {
+		if isIptNotExist(err) {
+			return nil
+		}
+		return fmt.Errorf("list %s %s: %w", table, chain, err)
+	}
+	if len(rules) > 1 { // the first line is "-N chain"
+		return nil
+	}
+	var errs []error
+	for from, spec := range hooks {
+		errs = append(errs, deleteRule(ipt, iptRule{Table: table, Chain: from, Spec: spec}))
+	}
+	if err := ipt.DeleteChain(table, chain); err != nil && !isIptNotExist(err) {
+		errs = append(errs, fmt.Errorf("delete chain %s %s: %w", table, chain, err))
+	}
+	return errors.Join(errs...)
+}
+
+// rulesWith lists the rules of chain whose text contains s.
+func rulesWith(ipt *iptables.IPTables, table, chain, s string) ([]string, error) {
+	rules, err := ipt.List(table, chain)
+	if err != nil {
+		if isIptNotExist(err) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	return slices.DeleteFunc(rules, func(r string) bool { return !strings.Contains(r, s) }), nil
+}
+
+func isIptNotExist(err error) bool {
+	var e *iptables.Error
+	if errors.As(err, &e) {
+		return e.IsNotExist() || strings.Contains(e.Error(), "No chain/target/match by that name")
+	}
+	return false
+}
+
+func isIptExist(err error) bool {
+	var e *iptables.Error
+	return errors.As(err, &e) && strings.Contains(e.Error(), "exists")
+}

@@ -1,0 +1,114 @@
+package dnat
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"path"
+
+	"github.com/netdrivers/netdrivers/pkg/netconf"
+	"github.com/netdrivers/netdrivers/pkg/state"
+)
+
+// record is what Add wrote for one attachment, so that Del, knowing only
+// the key, removes exactly those objects (by rebuilding them) without a
+// ruleset dump. It is written before the rules, so a crash in between
+// leaves a record that a later Del or GC completes.
+type record struct {
+	Backend string         `json:"backend"`
+	Key     netconf.Key    `json:"key"`
+	Addrs   []netip.Addr   `json:"addrs,omitempty"`
+	Ports   []netconf.Port `json:"ports,omitempty"`
+}
+
+func (r *record) attachment() *Attachment {
+	return &Attachment{Key: r.Key, Addrs: r.Addrs, Ports: r.Ports}
+}
+
+// netRecord is the network config its shared rules were built from, to
+// notice a changed config on the fast path.
+type netRecord struct {
+	Backend string  `json:"backend"`
+	Network Network `json:"network"`
+}
+
+// records keeps the per-backend state files under the store:
+// dnat/<backend>/<network hash>/<key hash> and dnat/<backend>/net/<network hash>.
+type records struct {
+	store   *state.Store
+	backend string
+}
+
+func (r records) dir(network string) string {
+	return path.Join("dnat", r.backend, netconf.NetworkHash(network))
+}
+
+func (r records) attPath(k netconf.Key) string { return path.Join(r.dir(k.Network), k.Hash()) }
+
+func (r records) netPath(network string) string {
+	return path.Join("dnat", r.backend, "net", netconf.NetworkHash(network))
+}
+
+func (r records) put(a *Attachment) error {
+	return r.store.Put(r.attPath(a.Key), &record{Backend: r.backend, Key: a.Key, Addrs: a.Addrs, Ports: a.Ports})
+}
+
+// get returns the record of k, or nil when there is none.
+func (r records) get(k netconf.Key) (*record, error) {
+	var rec record
+	ok, err := r.store.Get(r.attPath(k), &rec)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, nil
+	}
+	if rec.Key != k {
+		return nil, fmt.Errorf("%s: %w: key %v, want %v", r.attPath(k), state.ErrCorrupt, rec.Key, k)
+	}
+	return &rec, nil
+}
+
+func (r records) del(k netconf.Key) error { return r.store.Del(r.attPath(k)) }
+
+// list returns the records of network's attachments; unreadable files are
+// reported and skipped.
+func (r records) list(network string) ([]*record, error) {
+	names, err := r.store.List(r.dir(network))
+	if err != nil {
+		return nil, err
+	}
+	var out []*record
+	var errs []error
+	for _, name := range names {
+		var rec record
+		if _, err := r.store.Get(path.Join(r.dir(network), name), &rec); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if rec.Key.Network != network || rec.Key.Hash() != name {
+			errs = append(errs, fmt.Errorf("%s: %w: holds %v", name, state.ErrCorrupt, rec.Key))
+			continue
+		}
+		out = append(out, &rec)
+	}
+	return out, errors.Join(errs...)
+}
+
+func (r records) getNet(network string) (*Network, error) {
+	var rec netRecord
+	ok, err := r.store.Get(r.netPath(network), &rec)
+	if err != nil || !ok {
+		return nil, err
+	}
+	return &rec.Network, nil
+}
+
+func (r records) putNet(n *Network) error {
+	return r.store.Put(r.netPath(n.Name), &netRecord{Backend: r.backend, Network: *n})
+}
+
+func (r records) delNet(network string) error { return r.store.Del(r.netPath(network)) }
+
+// lock serialises creation and removal of shared rules on this host.
+func (r records) lockName() string { return "dnat-" + r.backend }
