@@ -27,6 +27,9 @@ type DescribeSpec struct {
 	// default route leaves by (IPv4 first), else the first link that is up
 	// and has a global address. hostns reports the host this way.
 	Primary bool
+	// Prev is a chain's prevResult, when there is one: the report is
+	// appended to it (IP indexes shifted), so a chain's result grows.
+	Prev *current.Result
 }
 
 // Describe reports what is live in h as a CNI result: its interfaces
@@ -73,7 +76,25 @@ func (h *Handle) Describe(s DescribeSpec) (*current.Result, error) {
 	}
 	d.res.Routes = reportRoutes(routes, s.Primary, primary)
 	d.repeatForCRI(primary)
-	return &d.res, nil
+	return appendTo(s.Prev, &d.res), nil
+}
+
+// appendTo returns prev with res's interfaces, IPs and routes after its
+// own; res itself when there is no prev.
+func appendTo(prev, res *current.Result) *current.Result {
+	if prev == nil {
+		return res
+	}
+	base := len(prev.Interfaces)
+	prev.Interfaces = append(prev.Interfaces, res.Interfaces...)
+	for _, ip := range res.IPs {
+		if ip.Interface != nil {
+			ip.Interface = current.Int(*ip.Interface + base)
+		}
+		prev.IPs = append(prev.IPs, ip)
+	}
+	prev.Routes = append(prev.Routes, res.Routes...)
+	return prev
 }
 
 type describer struct {

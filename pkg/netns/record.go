@@ -50,8 +50,13 @@ func targetPath(key netconf.Key) string {
 // device+inode). Call it after ADD has succeeded, e.g.
 // netns.Record(store, r.Key, r.ContNS).
 func Record(s *state.Store, key netconf.Key, h *Handle) error {
-	id := h.ID()
-	t := Target{Network: key.Network, ContainerID: key.ContainerID, IfName: key.IfName, Path: h.Path, Dev: id.Dev, Ino: id.Ino}
+	return RecordPath(s, key, h.Path, h.ID())
+}
+
+// RecordPath is Record for a path that will hold namespace id (hostns and
+// joinns record before they re-bind the path onto id).
+func RecordPath(s *state.Store, key netconf.Key, path string, id ID) error {
+	t := Target{Network: key.Network, ContainerID: key.ContainerID, IfName: key.IfName, Path: path, Dev: id.Dev, Ino: id.Ino}
 	if err := s.Put(targetPath(key), &t); err != nil {
 		return fmt.Errorf("record namespace of %s: %w", key.ContainerID, err)
 	}

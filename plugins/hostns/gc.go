@@ -1,0 +1,37 @@
+package main
+
+import (
+	"context"
+	"errors"
+
+	"github.com/netdrivers/netdrivers/pkg/cnierr"
+	"github.com/netdrivers/netdrivers/pkg/cniplugin"
+	"github.com/netdrivers/netdrivers/pkg/hostport"
+	"github.com/netdrivers/netdrivers/pkg/netconf"
+	"github.com/netdrivers/netdrivers/pkg/netns"
+	"github.com/netdrivers/netdrivers/pkg/state"
+)
+
+// gc drops the reservations and records of this network's attachments
+// that are not in cni.dev/valid-attachments, continuing past errors.
+func gc(ctx context.Context, r *cniplugin.Request[*Conf]) error {
+	s, err := state.Open(ctx)
+	if err != nil {
+		return err
+	}
+	valid := netconf.ValidKeys(r.Key.Network, r.Base.ValidAttachments)
+	return errors.Join(
+		hostport.GC(ctx, s, r.Key.Network, valid),
+		netns.GCRecords(ctx, s, r.Key.Network, valid),
+	)
+}
+
+// status fails (50) only when the state store, which ADD needs for port
+// reservations, is not usable.
+func status(ctx context.Context, _ *cniplugin.Request[*Conf]) error {
+	s, err := state.Open(ctx)
+	if err != nil {
+		return cnierr.Wrap(cnierr.NotAvailable, err)
+	}
+	return s.Writable()
+}
