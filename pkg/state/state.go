@@ -36,8 +36,12 @@ func Root() string {
 
 // Open makes sure the root exists and belongs to this boot. A root left by
 // an earlier boot (on hosts where /run is not a tmpfs) is emptied first.
-func Open(ctx context.Context) (*Store, error) {
-	s := &Store{root: Root()}
+func Open(ctx context.Context) (*Store, error) { return OpenAt(ctx, Root()) }
+
+// OpenAt is Open on an explicit root (tests that run in parallel, each
+// with its own state, cannot share one environment variable).
+func OpenAt(ctx context.Context, root string) (*Store, error) {
+	s := &Store{root: root}
 	if err := os.MkdirAll(s.root, 0o700); err != nil {
 		return nil, cnierr.Wrap(cnierr.IOFailure, fmt.Errorf("create state dir: %w", err))
 	}
