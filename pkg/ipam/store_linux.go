@@ -2,26 +2,271 @@ package ipam
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 
-	"github.com/containernetworking/cni/pkg/types"
-	current "github.com/containernetworking/cni/pkg/types/100"
+	"golang.org/x/sys/unix"
 
-	"github.com/netdrivers/netdrivers/pkg/cnierr"
-	"github.com/netdrivers/netdrivers/pkg/netconf"
+	"github.com/netdrivers/netdrivers/pkg/safefile"
 )
 
-var errTODO = cnierr.New(cnierr.Internal, "built-in host-local: not yet implemented")
+// store is one network's directory of the host-local store, opened and
+// locked for one operation. Every method runs under the lock.
+type store struct {
+	dir  string // <dataDir>/<network>
+	fd   int    // the open directory; entries are reached relative to it
+	lock *safefile.Lock
+	boot string // this boot's ID
 
-func allocate(ctx context.Context, c *Config, key netconf.Key) (*current.Result, error) {
-	return nil, errTODO
+	tmp      int    // an unnamed file holding tmpOwner's entry, or -1
+	tmpOwner string // content of tmp
+	tmpPath  string // set when tmp has a name (no O_TMPFILE support)
+
+	changed  bool  // this call changed the directory or the index
+	indexErr error // an index write failed: the next call must rebuild
 }
-func release(ctx context.Context, c *Config, key netconf.Key) error { return errTODO }
-func addresses(ctx context.Context, c *Config, key netconf.Key) ([]netip.Prefix, error) {
-	return nil, errTODO
+
+var errNoEntry = errors.New("no such address entry")
+
+// openStore locks <dataDir>/<network>. With create false, a store that
+// does not exist yet gives (nil, nil): nobody holds anything.
+func openStore(ctx context.Context, c *Config, boot string, create bool) (*store, error) {
+	dir := filepath.Join(c.DataDir, c.network)
+	if create {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, storeErr("create %s: %w", dir, err)
+		}
+	} else if _, err := os.Stat(filepath.Join(dir, lockName)); errors.Is(err, os.ErrNotExist) {
+		if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+			return nil, nil
+		}
+	}
+	l, err := safefile.Acquire(ctx, filepath.Join(dir, lockName))
+	if err != nil {
+		if errors.Is(err, safefile.ErrLockTimeout) {
+			return nil, err
+		}
+		return nil, storeErr("lock %s: %w", dir, err)
+	}
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		l.Unlock()
+		return nil, storeErr("open %s: %w", dir, err)
+	}
+	return &store{dir: dir, fd: fd, lock: l, boot: boot, tmp: -1}, nil
 }
-func check(ctx context.Context, c *Config, key netconf.Key, prev *current.Result) error {
-	return errTODO
+
+// close records the index state when this call changed something, then
+// unlocks.
+func (s *store) close() {
+	if s == nil {
+		return
+	}
+	if s.changed {
+		s.commit()
+	}
+	s.dropTmp()
+	unix.Close(s.fd)
+	s.lock.Unlock()
 }
-func gc(ctx context.Context, c *Config, valid []types.GCAttachment) error { return errTODO }
-func status(c *Config) error                                              { return errTODO }
+
+func storeErr(format string, args ...any) error {
+	return fmt.Errorf("%w: %w", ErrStore, fmt.Errorf(format, args...))
+}
+
+// reserve creates the address file of ip holding o, only if no file of
+// that name exists (false then). The content is complete before the name
+// appears: it is written into an unnamed file (O_TMPFILE) that is then
+// linked into place, so a crash never leaves an empty or partial entry.
+func (s *store) reserve(ip netip.Addr, o owner) (bool, error) {
+	content := string(o.content())
+	if s.tmp < 0 || s.tmpOwner != content {
+		s.dropTmp()
+		if err := s.makeTmp(content); err != nil {
+			return false, err
+		}
+	}
+	name := ip.String()
+	var err error
+	if s.tmpPath != "" {
+		err = unix.Linkat(unix.AT_FDCWD, s.tmpPath, s.fd, name, 0)
+	} else {
+		err = unix.Linkat(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", s.tmp), s.fd, name, unix.AT_SYMLINK_FOLLOW)
+		if errors.Is(err, unix.ENOENT) { // no /proc: needs CAP_DAC_READ_SEARCH instead
+			err = unix.Linkat(s.tmp, "", s.fd, name, unix.AT_EMPTY_PATH)
+		}
+	}
+	switch {
+	case errors.Is(err, unix.EEXIST):
+		return false, nil
+	case err != nil:
+		return false, storeErr("create %s/%s: %w", s.dir, name, err)
+	}
+	s.changed = true
+	s.dropTmp() // linked: the next reservation needs a file of its own
+	return true, nil
+}
+
+func (s *store) makeTmp(content string) error {
+	fd, err := unix.Openat(s.fd, ".", unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
+	if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EISDIR) || errors.Is(err, unix.EINVAL) {
+		return s.makeNamedTmp(content) // file systems without O_TMPFILE
+	}
+	if err != nil {
+		return storeErr("create unnamed file in %s (O_TMPFILE): %w", s.dir, err)
+	}
+	if _, err := unix.Write(fd, []byte(content)); err != nil {
+		unix.Close(fd)
+		return storeErr("write unnamed file in %s: %w", s.dir, err)
+	}
+	s.tmp, s.tmpOwner = fd, content
+	return nil
+}
+
+// makeNamedTmp writes the entry aside in the index directory; a crash can
+// leave it there, where rebuild removes it.
+func (s *store) makeNamedTmp(content string) error {
+	dir := filepath.Join(s.dir, indexDirName)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return storeErr("create %s: %w", dir, err)
+	}
+	f, err := os.CreateTemp(dir, ".entry.tmp*")
+	if err != nil {
+		return storeErr("create temporary entry in %s: %w", dir, err)
+	}
+	if _, err := f.WriteString(content); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return storeErr("write %s: %w", f.Name(), err)
+	}
+	fd, err := unix.Dup(int(f.Fd()))
+	f.Close()
+	if err != nil {
+		os.Remove(f.Name())
+		return storeErr("dup: %w", err)
+	}
+	s.tmp, s.tmpOwner, s.tmpPath = fd, content, f.Name()
+	return nil
+}
+
+func (s *store) dropTmp() {
+	if s.tmp >= 0 {
+		unix.Close(s.tmp)
+		s.tmp, s.tmpOwner = -1, ""
+	}
+	if s.tmpPath != "" {
+		os.Remove(s.tmpPath)
+		s.tmpPath = ""
+	}
+}
+
+// readEntry returns the owner named by ip's address file: errNoEntry when
+// there is none, errGarbage (wrapped) for a symlink, a special file, an
+// oversized or unparsable one.
+func (s *store) readEntry(ip netip.Addr) (owner, error) {
+	data, err := s.readSmall(ip.String(), maxEntrySize)
+	if err != nil {
+		return owner{}, err
+	}
+	return parseEntry(data)
+}
+
+// readSmall reads a regular file of the directory without following a
+// symlink, refusing more than max bytes.
+func (s *store) readSmall(name string, max int) ([]byte, error) {
+	return readAt(s.fd, name, max)
+}
+
+func readAt(dirfd int, name string, max int) ([]byte, error) {
+	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	switch {
+	case errors.Is(err, unix.ENOENT):
+		return nil, errNoEntry
+	case errors.Is(err, unix.ELOOP):
+		return nil, fmt.Errorf("%s: %w: a symlink", name, errGarbage)
+	case err != nil:
+		return nil, storeErr("open %s: %w", name, err)
+	}
+	f := os.NewFile(uintptr(fd), name)
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, storeErr("stat %s: %w", name, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return nil, fmt.Errorf("%s: %w: not a regular file", name, errGarbage)
+	}
+	if st.Size > int64(max) {
+		return nil, fmt.Errorf("%s: %w: %d bytes", name, errGarbage, st.Size)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, int64(max)+1))
+	if err != nil {
+		return nil, storeErr("read %s: %w", name, err)
+	}
+	if len(data) > max {
+		return nil, fmt.Errorf("%s: %w: more than %d bytes", name, errGarbage, max)
+	}
+	return data, nil
+}
+
+// remove deletes ip's address file (a symlink itself, never its target);
+// a missing file is success.
+func (s *store) remove(ip netip.Addr) error {
+	return s.removeName(ip.String())
+}
+
+func (s *store) removeName(name string) error {
+	err := unix.Unlinkat(s.fd, name, 0)
+	if errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	if err != nil {
+		return storeErr("remove %s/%s: %w", s.dir, name, err)
+	}
+	s.changed = true
+	return nil
+}
+
+// lastReserved is the content of last_reserved_ip.<set>, or invalid.
+func (s *store) lastReserved(set int) netip.Addr {
+	data, err := s.readSmall(lastIPPrefix+strconv.Itoa(set), 64)
+	if err != nil {
+		return netip.Addr{}
+	}
+	ip, err := parseAddr(strings.TrimSpace(string(data)))
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ip
+}
+
+// setLastReserved replaces last_reserved_ip.<set> (by rename: a symlink in
+// its place is replaced, not followed).
+func (s *store) setLastReserved(set int, ip netip.Addr) error {
+	s.changed = true
+	p := filepath.Join(s.dir, lastIPPrefix+strconv.Itoa(set))
+	if err := safefile.WriteAtomic(p, []byte(ip.String()), 0o600); err != nil {
+		return storeErr("write %s: %w", p, err)
+	}
+	return nil
+}
+
+// names lists the directory.
+func (s *store) names() ([]string, error) {
+	f, err := os.Open(s.dir)
+	if err != nil {
+		return nil, storeErr("list %s: %w", s.dir, err)
+	}
+	defer f.Close()
+	names, err := f.Readdirnames(-1)
+	if err != nil {
+		return nil, storeErr("list %s: %w", s.dir, err)
+	}
+	return names, nil
+}

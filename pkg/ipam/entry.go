@@ -1,0 +1,254 @@
+package ipam
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+)
+
+// The store's files, and how they are parsed. Parsing is pure (fuzzed);
+// the files are read and written in store_linux.go.
+//
+//	<dataDir>/<network>/
+//	  lock                  flock, as the reference's go-filemutex takes it
+//	  <ip>                  "<containerID>\r\n<ifname>" (reference format; old: "<containerID>")
+//	  last_reserved_ip.<N>  the last address handed out from range set N
+//	  .netdrivers/          ours: the reverse index (the reference's walk reads
+//	    state               these files, but their content never matches an entry)
+//	    <hash>              one record per attachment: its addresses
+const (
+	lockName     = "lock"
+	lastIPPrefix = "last_reserved_ip."
+	indexDirName = ".netdrivers"
+	stateName    = "state"
+
+	// maxEntrySize bounds an address file: a container ID and an ifname.
+	maxEntrySize = 1024
+	// maxIndexSize bounds a record or the state file.
+	maxIndexSize = 16 << 10
+
+	recordMagic = "# netdrivers host-local reverse index v1"
+	stateMagic  = "# netdrivers host-local index state v1"
+)
+
+// owner is who an address file names.
+type owner struct {
+	ID     string
+	IfName string // "" for the old one-line format
+}
+
+func (o owner) String() string {
+	if o.IfName == "" {
+		return fmt.Sprintf("container %q", o.ID)
+	}
+	return fmt.Sprintf("container %q ifname %q", o.ID, o.IfName)
+}
+
+// content is what the reference writes into an address file.
+func (o owner) content() []byte {
+	return []byte(strings.TrimSpace(o.ID) + "\r\n" + o.IfName)
+}
+
+// hash names the attachment's record: 16 hex digits of sha256(id, ifname).
+func (o owner) hash() string {
+	sum := sha256.Sum256([]byte(o.ID + "\x00" + o.IfName))
+	return hex.EncodeToString(sum[:8])
+}
+
+// matches reports whether an address file's owner belongs to o, with the
+// reference's fallback for the old format (container ID only).
+func (o owner) matches(f owner) bool {
+	return f.ID == o.ID && (f.IfName == o.IfName || f.IfName == "")
+}
+
+var errGarbage = errors.New("not an address entry")
+
+// parseEntry reads an address file's content the way the reference
+// compares it (surrounding whitespace trimmed). Empty, oversized or
+// control-character content is garbage: the address stays taken (its name
+// exists) but belongs to nobody we can name.
+func parseEntry(data []byte) (owner, error) {
+	if len(data) > maxEntrySize {
+		return owner{}, fmt.Errorf("%w: %d bytes", errGarbage, len(data))
+	}
+	s := strings.TrimSpace(string(data))
+	id, ifname, _ := strings.Cut(s, "\r\n")
+	if id == "" || strings.TrimSpace(id) != id || hasControl(id) || hasControl(ifname) {
+		return owner{}, fmt.Errorf("%w: %q", errGarbage, clip(data))
+	}
+	return owner{ID: id, IfName: ifname}, nil
+}
+
+func hasControl(s string) bool {
+	for _, c := range s {
+		if c < ' ' || c == 0x7f {
+			return true
+		}
+	}
+	return false
+}
+
+// parseIPName accepts a directory entry name that is an address in the
+// canonical form the reference writes (net.IP.String).
+func parseIPName(name string) (netip.Addr, bool) {
+	ip, err := netip.ParseAddr(name)
+	if err != nil || ip.Zone() != "" || ip.Is4In6() || ip.String() != name {
+		return netip.Addr{}, false
+	}
+	return ip, true
+}
+
+// record is one attachment's reverse-index entry: the addresses it holds,
+// each with the boot ID it was handed out in ("" if unknown: made by the
+// reference binary, or found by a rebuild).
+type record struct {
+	Owner owner
+	IPs   []recordIP
+}
+
+type recordIP struct {
+	IP   netip.Addr
+	Boot string
+}
+
+// encode renders a record. The content starts with '#' and holds no '\r',
+// so the reference's walk, which compares trimmed content with
+// "<id>\r\n<ifname>" or "<id>", can never take it for an entry.
+func (r *record) encode() []byte {
+	var b bytes.Buffer
+	b.WriteString(recordMagic + "\n")
+	fmt.Fprintf(&b, "owner %s %s\n", quote(r.Owner.ID), quote(r.Owner.IfName))
+	for _, ip := range r.IPs {
+		fmt.Fprintf(&b, "ip %s %s\n", ip.IP, orDefault(ip.Boot, "-"))
+	}
+	return b.Bytes()
+}
+
+func parseRecord(data []byte) (*record, error) {
+	lines, err := indexLines(data, recordMagic)
+	if err != nil {
+		return nil, err
+	}
+	r := &record{}
+	for i, f := range lines {
+		switch {
+		case i == 0 && len(f) == 3 && f[0] == "owner":
+			id, err1 := strconv.Unquote(f[1])
+			ifname, err2 := strconv.Unquote(f[2])
+			if err1 != nil || err2 != nil || id == "" {
+				return nil, fmt.Errorf("record: bad owner line %q", strings.Join(f, " "))
+			}
+			r.Owner = owner{ID: id, IfName: ifname}
+		case i > 0 && len(f) == 3 && f[0] == "ip":
+			ip, ok := parseIPName(f[1])
+			if !ok || !validBoot(f[2]) {
+				return nil, fmt.Errorf("record: bad ip line %q", strings.Join(f, " "))
+			}
+			boot := f[2]
+			if boot == "-" {
+				boot = ""
+			}
+			r.IPs = append(r.IPs, recordIP{IP: ip, Boot: boot})
+		default:
+			return nil, fmt.Errorf("record: unexpected line %q", strings.Join(f, " "))
+		}
+	}
+	if r.Owner.ID == "" {
+		return nil, errors.New("record: no owner")
+	}
+	return r, nil
+}
+
+// quote is a Go string literal with spaces escaped too, so that a record
+// line splits on spaces; it never contains '\r'.
+func quote(s string) string {
+	return strings.ReplaceAll(strconv.QuoteToASCII(s), " ", `\x20`)
+}
+
+// indexState is what the last writer of the index saw: the boot it ran
+// in and the network directory's identity after its own last change.
+type indexState struct {
+	Boot string
+	Dir  dirStamp
+}
+
+// dirStamp identifies the directory's content: any entry created, removed
+// or renamed by anyone changes its mtime (see commit in index_linux.go).
+type dirStamp struct {
+	Dev, Ino, Size uint64
+	Sec, Nsec      int64
+}
+
+func (s *indexState) encode() []byte {
+	d := s.Dir
+	return fmt.Appendf(nil, "%s\nboot %s\ndir %d %d %d %d %d\n", stateMagic, orDefault(s.Boot, "-"), d.Dev, d.Ino, d.Size, d.Sec, d.Nsec)
+}
+
+func parseState(data []byte) (*indexState, error) {
+	lines, err := indexLines(data, stateMagic)
+	if err != nil {
+		return nil, err
+	}
+	if len(lines) != 2 || len(lines[0]) != 2 || lines[0][0] != "boot" || !validBoot(lines[0][1]) ||
+		len(lines[1]) != 6 || lines[1][0] != "dir" {
+		return nil, errors.New("state: malformed")
+	}
+	s := &indexState{Boot: lines[0][1]}
+	if s.Boot == "-" {
+		s.Boot = ""
+	}
+	var nums [5]uint64
+	for i := range nums {
+		n, err := strconv.ParseUint(lines[1][i+1], 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("state: %w", err)
+		}
+		nums[i] = n
+	}
+	if nums[3] > 1<<62 || nums[4] >= 1e9 {
+		return nil, errors.New("state: time out of range")
+	}
+	s.Dir = dirStamp{Dev: nums[0], Ino: nums[1], Size: nums[2], Sec: int64(nums[3]), Nsec: int64(nums[4])}
+	return s, nil
+}
+
+// indexLines checks the magic first line and splits the rest into fields.
+func indexLines(data []byte, magic string) ([][]string, error) {
+	if len(data) > maxIndexSize {
+		return nil, fmt.Errorf("index file of %d bytes, more than %d", len(data), maxIndexSize)
+	}
+	text := string(data)
+	first, rest, ok := strings.Cut(text, "\n")
+	if !ok || first != magic || !strings.HasSuffix(text, "\n") {
+		return nil, errors.New("not an index file of this version")
+	}
+	var out [][]string
+	for _, line := range strings.Split(strings.TrimSuffix(rest, "\n"), "\n") {
+		if line == "" {
+			continue
+		}
+		out = append(out, strings.Split(line, " "))
+	}
+	return out, nil
+}
+
+// validBoot accepts a boot ID as the kernel prints it, or "-" for none.
+func validBoot(s string) bool {
+	if s == "-" {
+		return true
+	}
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
