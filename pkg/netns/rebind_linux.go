@@ -82,6 +82,20 @@ func OpenPin(path string) (_ *Pin, err error) {
 	return &Pin{Path: real, Given: path, ns: h}, nil
 }
 
+// Prepare judges a CNI_NETNS path for a re-bind onto target: cur is the
+// namespace opened from path (nil with openErr when that failed). When
+// path already shows target it returns a nil Pin: nothing to do. Otherwise
+// it returns OpenPin's verdict; every refusal is ErrRebind (code 103).
+func Prepare(path string, cur *Handle, openErr error, target ID) (*Pin, error) {
+	if cur != nil && cur.ID() == target {
+		return nil, nil
+	}
+	if cur == nil {
+		return nil, fmt.Errorf("%w: CNI_NETNS %q: %w", ErrRebind, path, openErr)
+	}
+	return OpenPin(path)
+}
+
 // ID is the identity of the namespace pinned at the path before Rebind.
 func (p *Pin) ID() ID { return p.ns.ID() }
 

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
 
@@ -20,7 +19,9 @@ func add(ctx context.Context, r *cniplugin.Request[*Conf]) (_ *current.Result, e
 	if !r.Conf.AllowHostNetwork {
 		return nil, errNotAllowed
 	}
-	pin, err := judge(r)
+	// CNI_NETNS already the host's: only report. A pinned, unentered
+	// file: re-bind it, last. Anything else: 103, before any change.
+	pin, err := netns.Prepare(r.NetNSPath, r.ContNS, r.NetNSErr, r.HostNS.ID())
 	if err != nil {
 		return nil, err
 	}
@@ -53,17 +54,4 @@ func add(ctx context.Context, r *cniplugin.Request[*Conf]) (_ *current.Result, e
 		}
 	}
 	return res, nil
-}
-
-// judge decides what CNI_NETNS is: the host namespace already (nil Pin:
-// only report), or a pinned, unentered file to re-bind. Anything else is
-// error 103 saying why, before anything changed.
-func judge(r *cniplugin.Request[*Conf]) (*netns.Pin, error) {
-	if r.ContNS != nil && r.ContNS.ID() == r.HostNS.ID() {
-		return nil, nil
-	}
-	if r.ContNS == nil {
-		return nil, fmt.Errorf("%w: CNI_NETNS %q: %w", netns.ErrRebind, r.NetNSPath, r.NetNSErr)
-	}
-	return netns.OpenPin(r.NetNSPath)
 }

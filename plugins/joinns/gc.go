@@ -1,0 +1,30 @@
+package main
+
+import (
+	"context"
+
+	"github.com/netdrivers/netdrivers/pkg/cnierr"
+	"github.com/netdrivers/netdrivers/pkg/cniplugin"
+	"github.com/netdrivers/netdrivers/pkg/netconf"
+	"github.com/netdrivers/netdrivers/pkg/netns"
+	"github.com/netdrivers/netdrivers/pkg/state"
+)
+
+// gc drops the records of this network's attachments that are not in
+// cni.dev/valid-attachments.
+func gc(ctx context.Context, r *cniplugin.Request[*Conf]) error {
+	s, err := state.Open(ctx)
+	if err != nil {
+		return err
+	}
+	return netns.GCRecords(ctx, s, r.Key.Network, netconf.ValidKeys(r.Key.Network, r.Base.ValidAttachments))
+}
+
+// status fails (50) only when the state store is not usable.
+func status(ctx context.Context, _ *cniplugin.Request[*Conf]) error {
+	s, err := state.Open(ctx)
+	if err != nil {
+		return cnierr.Wrap(cnierr.NotAvailable, err)
+	}
+	return s.Writable()
+}
