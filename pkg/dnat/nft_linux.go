@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/userdata"
+	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/netdrivers/netdrivers/pkg/cnierr"
@@ -181,7 +183,7 @@ func (b *nftBackend) delSlow(c *nftables.Conn, key netconf.Key) error {
 		}
 		var mine []nftables.SetElement
 		for _, e := range elems {
-			if e.VerdictData != nil && e.VerdictData.Chain == name {
+			if elemChain(e) == name {
 				mine = append(mine, nftables.SetElement{Key: e.Key})
 			}
 		}
@@ -230,7 +232,7 @@ func (b *nftBackend) Check(ctx context.Context, n *Network, a *Attachment) error
 		}
 		for _, w := range want {
 			if !slices.ContainsFunc(have, func(h nftables.SetElement) bool {
-				return string(h.Key) == string(w.Key) && h.VerdictData != nil && h.VerdictData.Chain == w.VerdictData.Chain
+				return string(h.Key) == string(w.Key) && elemChain(h) == w.VerdictData.Chain
 			}) {
 				errs = append(errs, fmt.Errorf("%w: element of map %s for %s", ErrMissing, set, describeKey(set, w.Key)))
 			}
@@ -273,4 +275,22 @@ func (b *nftBackend) Status(ctx context.Context) error {
 		return cnierr.Wrap(cnierr.NotAvailable, fmt.Errorf("list nftables tables: %w", err))
 	}
 	return nil
+}
+
+// elemChain returns the chain a verdict-map element jumps to. The library
+// leaves the verdict undecoded in Val: NFTA_VERDICT_CODE, NFTA_VERDICT_CHAIN.
+func elemChain(e nftables.SetElement) string {
+	if e.VerdictData != nil {
+		return e.VerdictData.Chain
+	}
+	ad, err := netlink.NewAttributeDecoder(e.Val)
+	if err != nil {
+		return ""
+	}
+	for ad.Next() {
+		if ad.Type() == unix.NFTA_VERDICT_CHAIN {
+			return strings.TrimRight(ad.String(), "\x00")
+		}
+	}
+	return ""
 }
