@@ -1,0 +1,81 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"path"
+	"path/filepath"
+
+	"github.com/netdrivers/netdrivers/pkg/cniplugin"
+	"github.com/netdrivers/netdrivers/pkg/ipam"
+	"github.com/netdrivers/netdrivers/pkg/netconf"
+	"github.com/netdrivers/netdrivers/pkg/netns"
+	"github.com/netdrivers/netdrivers/pkg/state"
+)
+
+// del undoes ADD from the key and the intent record: IPAM release, the
+// shim reference, the container link. Every step runs; gone is success;
+// the record goes only when all succeeded, so a failed DEL can be retried.
+func del(ctx context.Context, r *cniplugin.Request[*Conf]) error {
+	c := r.Conf
+	st, err := state.Open(ctx)
+	if err != nil {
+		return err
+	}
+	rec, recErr := st.GetAttachment(r.Key)
+	errs := []error{recErr}
+	if c.ipam != nil {
+		errs = append(errs, ipam.Release(ctx, c.ipam, r.Key))
+	}
+	errs = append(errs, detachShims(ctx, st, r.HostNS, c, r.Key), netns.Forget(st, r.Key))
+	if r.ContNS != nil {
+		errs = append(errs, delMacvlan(r.ContNS, r.Key.IfName))
+	} else if rec != nil {
+		errs = append(errs, delRecordedLink(rec))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	return st.DelAttachment(r.Key)
+}
+
+// delRecordedLink removes the link of a record whose namespace is still
+// there although the caller did not name it (GC; a DEL without CNI_NETNS).
+// The namespace must be the recorded one: a path reused by another
+// container is left alone.
+func delRecordedLink(rec *state.Attachment) error {
+	if rec.NetNS == "" {
+		return nil
+	}
+	h, err := netns.Open(rec.NetNS)
+	if err != nil {
+		return nil // gone, and the link with it
+	}
+	defer h.Close()
+	if h.ID().String() != rec.Objects["netnsID"] {
+		return nil
+	}
+	return delMacvlan(h, rec.IfName)
+}
+
+// detachShims drops key's shim reference on every parent that holds one
+// (found from the state, not the config, which may have changed).
+func detachShims(ctx context.Context, st *state.Store, host *netns.Handle, c *Conf, key netconf.Key) error {
+	pattern := st.Path("macvlan", "shim", "*", netconf.NetworkHash(key.Network), key.Hash()+".json")
+	refs, _ := filepath.Glob(pattern) // the pattern is well-formed
+	var errs []error
+	for _, ref := range refs {
+		parent := filepath.Base(path.Dir(path.Dir(ref)))
+		errs = append(errs, detachShim(ctx, st, host, parent, c, key))
+	}
+	return errors.Join(errs...)
+}
+
+func detachShim(ctx context.Context, st *state.Store, host *netns.Handle, parent string, c *Conf, key netconf.Key) error {
+	s, unlock, err := openShim(ctx, st, host, parent, c)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	return s.detach(ctx, key)
+}

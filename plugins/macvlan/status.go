@@ -1,0 +1,40 @@
+package main
+
+import (
+	"context"
+
+	"github.com/netdrivers/netdrivers/pkg/cniplugin"
+	"github.com/netdrivers/netdrivers/pkg/cnierr"
+	"github.com/netdrivers/netdrivers/pkg/ipam"
+	"github.com/netdrivers/netdrivers/pkg/state"
+)
+
+// status reports whether ADD can work: the master exists and is up (not
+// checkable with linkInContainer, where it lives in each container), the
+// state dir is writable, and IPAM is ready. A missing or down master is
+// code 51 when attachments of the network exist (they lost their link or
+// their carrier), 50 otherwise. A full pool is not a STATUS failure.
+func status(ctx context.Context, r *cniplugin.Request[*Conf]) error {
+	c := r.Conf
+	st, err := state.Open(ctx)
+	if err != nil {
+		return cnierr.Wrap(cnierr.NotAvailable, err)
+	}
+	if err := st.Writable(); err != nil {
+		return err
+	}
+	if !c.LinkInContainer {
+		if _, err := findParent(r.HostNS, c.Master); err != nil {
+			code := cnierr.NotAvailable
+			if recs, _ := st.Attachments(r.Key.Network); len(recs) > 0 {
+				code = cnierr.NotAvailableLimited
+			}
+			return cnierr.Wrap(code, err)
+		}
+	}
+	if c.ipam != nil {
+		return ipam.Status(ctx, c.ipam)
+	}
+	return nil
+}
+

@@ -1,0 +1,261 @@
+package test
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/netdrivers/netdrivers/pkg/nettest"
+)
+
+// TestMacvlanBadInput: every bad config or environment gets its code and
+// a message naming the problem, and leaves nothing: no link in the host
+// or the container, no address held, no state.
+func TestMacvlanBadInput(t *testing.T) {
+	nettest.RequireRoot(t)
+	t.Parallel()
+	l := newMvLAN(t, true)
+	down := nettest.Name("mvd")
+	nettest.NewVeth(t, l.host, down, "", l.out, "eth1", "")
+	l.host.MustRun(t, "ip", "link", "set", down, "down")
+	held := l.list(t, "1.0.0", nil)
+	holder := l.attach(t, held) // holds an address to collide with
+	heldIP := holder.ip(false)
+	cases := []struct {
+		name  string
+		extra map[string]any
+		env   []string
+		code  uint
+		want  []string
+	}{
+		{"missing master without default route", map[string]any{"master": nil}, nil, 7, []string{`"master"`, "default route"}},
+		{"master does not exist", map[string]any{"master": "nosuch0"}, nil, 102, []string{"nosuch0"}},
+		{"master is down", map[string]any{"master": down}, nil, 102, []string{down, "down"}},
+		{"master not a name", map[string]any{"master": "a/b"}, nil, 7, []string{`"master"`}},
+		{"bad mode", map[string]any{"mode": "bridg"}, nil, 7, []string{`"bridg"`, "bridge|private|vepa|passthru"}},
+		{"mtu too large", map[string]any{"mtu": 9000}, nil, 7, []string{"9000", "1500", l.parent}},
+		{"negative mtu", map[string]any{"mtu": -1}, nil, 7, []string{`"mtu"`}},
+		{"mtu not a number", map[string]any{"mtu": "1500"}, nil, 7, []string{"mtu"}},
+		{"bad mac", map[string]any{"mac": "zz:00"}, nil, 7, []string{"zz:00"}},
+		{"multicast mac", map[string]any{"mac": "01:00:5e:00:00:01"}, nil, 7, []string{"multicast"}},
+		{"duplicate static IP", nil, []string{"CNI_ARGS", "IP=" + heldIP}, 7, []string{heldIP}},
+		{"static IP outside the range", nil, []string{"CNI_ARGS", "IP=198.51.100.7"}, 7, []string{"198.51.100.7"}},
+		{"unknown CNI_ARGS", nil, []string{"CNI_ARGS", "FOO=1"}, 4, []string{"FOO"}},
+		{"ipam without type", map[string]any{"ipam": map[string]any{"type": ""}}, nil, 7, []string{"ipam.type"}},
+		{"ipam plugin missing", map[string]any{"ipam": map[string]any{"type": "nosuch-ipam"}}, nil, 7, []string{"nosuch-ipam"}},
+		{"hostShim in private mode", map[string]any{"hostShim": true, "mode": "private"}, nil, 7, []string{"hostShim", "bridge"}},
+		{"hostShim without ipam", map[string]any{"hostShim": true, "ipam": map[string]any{}}, nil, 7, []string{"hostShim", "ipam"}},
+		{"hostShimIP without hostShim", map[string]any{"hostShimIP": "192.0.2.9"}, nil, 7, []string{"hostShimIP"}},
+		{"hostShimIP not an address", map[string]any{"hostShim": true, "hostShimIP": "nope"}, nil, 7, []string{"nope"}},
+		{"hostShim with linkInContainer", map[string]any{"hostShim": true, "linkInContainer": true}, nil, 7, []string{"linkInContainer"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			conf := l.mvPlugin(tc.extra)
+			conf["cniVersion"], conf["name"] = "1.0.0", "mv-bad-"+nettest.RandHex(4)
+			if strings.HasPrefix(tc.name, "duplicate") {
+				conf["name"] = held.Name
+			}
+			beforeStore := l.storeIPs(t, conf["name"].(string))
+			c := &mvCont{ns: nettest.NewNS(t), rt: nettest.Runtime(t, nil, "eth0")}
+			beforeHost, beforeCont := nettest.Snapshot(t, l.host), nettest.Snapshot(t, c.ns)
+			beforeState := l.stateFiles(t)
+			_, err := l.execMv(t, "ADD", conf, c, tc.env...)
+			if got := nettest.Code(err); got != tc.code {
+				t.Fatalf("code = %d (%v), want %d", got, err, tc.code)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+			if after := nettest.Snapshot(t, l.host); after != beforeHost {
+				t.Errorf("host changed:\n%s\n->\n%s", beforeHost, after)
+			}
+			if after := nettest.Snapshot(t, c.ns); after != beforeCont {
+				t.Errorf("container changed:\n%s\n->\n%s", beforeCont, after)
+			}
+			if ips := l.storeIPs(t, conf["name"].(string)); strings.Join(ips, ",") != strings.Join(beforeStore, ",") {
+				t.Errorf("address store %v -> %v", beforeStore, ips)
+			}
+			if after := l.stateFiles(t); strings.Join(after, ",") != strings.Join(beforeState, ",") {
+				t.Errorf("state files %v -> %v", beforeState, after)
+			}
+		})
+	}
+	// The collision left the holder alone.
+	if got := l.storeIPs(t, held.Name); len(got) != 1 || got[0] != heldIP {
+		t.Errorf("holder's store = %v, want [%s]", got, heldIP)
+	}
+	nettest.Reachable(t, holder.ns, mvOutIP)
+	l.cni.MustDel(t, held, holder.rt)
+}
+
+// TestMacvlanPoolExhausted: a full pool is an ADD error (100) and leaves
+// nothing; STATUS stays fine.
+func TestMacvlanPoolExhausted(t *testing.T) {
+	nettest.RequireRoot(t)
+	t.Parallel()
+	l := newMvLAN(t, false)
+	list := l.list(t, "1.1.0", map[string]any{"ipam": map[string]any{"rangeStart": "192.0.2.10", "rangeEnd": "192.0.2.10"}})
+	a := l.attach(t, list)
+	ns := nettest.NewNS(t)
+	_, err := l.cni.AddNetworkList(context.Background(), list, nettest.Runtime(t, ns, "eth0"))
+	if nettest.Code(err) != 100 {
+		t.Fatalf("ADD on a full pool = %v, want code 100", err)
+	}
+	if nettest.HasLink(t, ns, "eth0") {
+		t.Error("failed ADD left eth0 in the container")
+	}
+	if err := mvStatus(l, list); err != nil {
+		t.Errorf("STATUS with a full pool = %v, want success", err)
+	}
+	l.cni.MustDel(t, list, a.rt)
+}
+
+// TestMacvlanStatus: STATUS fails with 50 when the master is missing or
+// down and no container uses it, 51 when containers do.
+func TestMacvlanStatus(t *testing.T) {
+	nettest.RequireRoot(t)
+	t.Parallel()
+	l := newMvLAN(t, false)
+	list := l.list(t, "1.1.0", nil)
+	if err := mvStatus(l, list); err != nil {
+		t.Fatalf("STATUS: %v", err)
+	}
+	missing := l.list(t, "1.1.0", map[string]any{"master": "nosuch0"})
+	if err := mvStatus(l, missing); nettest.Code(err) != 50 || !strings.Contains(err.Error(), "nosuch0") {
+		t.Errorf("STATUS with a missing master = %v, want 50 naming it", err)
+	}
+	c := l.attach(t, list)
+	l.host.MustRun(t, "ip", "link", "set", l.parent, "down")
+	if err := mvStatus(l, list); nettest.Code(err) != 51 || !strings.Contains(err.Error(), "down") {
+		t.Errorf("STATUS with the master down under a container = %v, want 51", err)
+	}
+	_, err := l.cni.AddNetworkList(context.Background(), list, nettest.Runtime(t, nettest.NewNS(t), "eth0"))
+	if nettest.Code(err) != 102 {
+		t.Errorf("ADD with the master down = %v, want 102", err)
+	}
+	l.host.MustRun(t, "ip", "link", "set", l.parent, "up")
+	if err := mvStatus(l, list); err != nil {
+		t.Errorf("STATUS after the master came back: %v", err)
+	}
+	// The parent vanishes under the container: DEL still succeeds.
+	l.host.MustRun(t, "ip", "link", "del", l.parent)
+	l.cni.MustDel(t, list, c.rt)
+	if f := l.stateFiles(t); len(f) > 0 || len(l.storeIPs(t, list.Name)) > 0 {
+		t.Errorf("DEL after the parent vanished left state %v or addresses", f)
+	}
+	if err := mvStatus(l, list); nettest.Code(err) != 50 {
+		t.Errorf("STATUS with the master gone and no container = %v, want 50", err)
+	}
+}
+
+// TestMacvlanOptions: mtu, bcqueuelen, mac (with the reference's
+// precedence) and IPAM routes reach the kernel, and CHECK verifies them.
+func TestMacvlanOptions(t *testing.T) {
+	nettest.RequireRoot(t)
+	t.Parallel()
+	l := newMvLAN(t, false)
+	list := l.list(t, "1.0.0", map[string]any{"mtu": 1400, "bcqueuelen": 100, "mac": "02:00:00:00:01:01",
+		"capabilities": map[string]bool{"mac": true},
+		"ipam": map[string]any{"gateway": mvOutIP, "routes": []any{
+			map[string]any{"dst": "0.0.0.0/0"}, map[string]any{"dst": "198.51.100.0/24", "gw": "192.0.2.253"}}}})
+	c := l.attach(t, list)
+	mv := mvLink(t, c.ns, "eth0")
+	if mv.MTU != 1400 || mv.BCQueueLen != 100 || mv.HardwareAddr.String() != "02:00:00:00:01:01" {
+		t.Errorf("link: mtu %d bcqueuelen %d mac %s, want 1400 100 02:00:00:00:01:01", mv.MTU, mv.BCQueueLen, mv.HardwareAddr)
+	}
+	routes := c.ns.MustRun(t, "ip", "route")
+	for _, want := range []string{"default via " + mvOutIP, "198.51.100.0/24 via 192.0.2.253"} {
+		if !strings.Contains(routes, want) {
+			t.Errorf("routes %q lack %q", routes, want)
+		}
+	}
+	if c.ns.ReadSysctl(t, "net/ipv4/conf/eth0/arp_notify") != "1" || c.ns.ReadSysctl(t, "net/ipv6/conf/eth0/ndisc_notify") != "1" {
+		t.Error("arp_notify/ndisc_notify not set on eth0")
+	}
+	l.cni.MustCheck(t, list, c.rt)
+	l.cni.MustDel(t, list, c.rt)
+
+	// MAC precedence: config < CNI_ARGS MAC < args.cni.mac < runtimeConfig.mac.
+	for _, tc := range []struct {
+		name string
+		conf map[string]any
+		env  []string
+		want string
+	}{
+		{"config", map[string]any{"mac": "02:00:00:00:02:01"}, nil, "02:00:00:00:02:01"},
+		{"CNI_ARGS", map[string]any{"mac": "02:00:00:00:02:01"}, []string{"CNI_ARGS", "MAC=02:00:00:00:02:02"}, "02:00:00:00:02:02"},
+		{"args", map[string]any{"mac": "02:00:00:00:02:01", "args": map[string]any{"cni": map[string]any{"mac": "02:00:00:00:02:03"}}},
+			[]string{"CNI_ARGS", "MAC=02:00:00:00:02:02"}, "02:00:00:00:02:03"},
+		{"runtimeConfig", map[string]any{"mac": "02:00:00:00:02:01", "args": map[string]any{"cni": map[string]any{"mac": "02:00:00:00:02:03"}},
+			"runtimeConfig": map[string]any{"mac": "02:00:00:00:02:04"}}, []string{"CNI_ARGS", "MAC=02:00:00:00:02:02"}, "02:00:00:00:02:04"},
+	} {
+		conf := l.mvPlugin(tc.conf)
+		conf["cniVersion"], conf["name"] = "1.0.0", "mv-mac"
+		c := &mvCont{ns: nettest.NewNS(t), rt: nettest.Runtime(t, nil, "eth0")}
+		if _, err := l.execMv(t, "ADD", conf, c, tc.env...); err != nil {
+			t.Fatalf("%s: ADD: %v", tc.name, err)
+		}
+		if got := mvLink(t, c.ns, "eth0").HardwareAddr.String(); got != tc.want {
+			t.Errorf("%s: MAC = %s, want %s", tc.name, got, tc.want)
+		}
+		if _, err := l.execMv(t, "DEL", conf, c, tc.env...); err != nil {
+			t.Fatalf("%s: DEL: %v", tc.name, err)
+		}
+	}
+}
+
+// TestMacvlanCheckDetects: CHECK names what differs from prevResult and
+// changes nothing.
+func TestMacvlanCheckDetects(t *testing.T) {
+	nettest.RequireRoot(t)
+	t.Parallel()
+	l := newMvLAN(t, false)
+	list := l.list(t, "1.0.0", nil)
+	c := l.attach(t, list)
+	check := func(want string) {
+		t.Helper()
+		before := nettest.Snapshot(t, c.ns)
+		err := l.cni.CheckNetworkList(context.Background(), list, c.rt)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("CHECK = %v, want an error mentioning %q", err, want)
+		}
+		if after := nettest.Snapshot(t, c.ns); after != before {
+			t.Error("CHECK changed the namespace")
+		}
+	}
+	c.ns.MustRun(t, "ip", "addr", "flush", "dev", "eth0")
+	check(c.ip(false))
+	c.ns.MustRun(t, "ip", "link", "set", "eth0", "address", "02:00:00:00:03:03")
+	check("02:00:00:00:03:03")
+	c.ns.MustRun(t, "ip", "link", "del", "eth0")
+	check("eth0")
+	l.cni.MustDel(t, list, c.rt)
+}
+
+// TestMacvlanLinkInContainer: with linkInContainer the master lives in the
+// container's namespace, as the reference allows (SR-IOV VFs moved in).
+func TestMacvlanLinkInContainer(t *testing.T) {
+	nettest.RequireRoot(t)
+	t.Parallel()
+	l := newMvLAN(t, false)
+	cont, peer := nettest.NewNS(t), nettest.NewNS(t)
+	nettest.NewVeth(t, cont, "vf0", "", peer, "vfpeer", "192.0.2.253/24")
+	list := l.list(t, "1.0.0", map[string]any{"master": "vf0", "linkInContainer": true})
+	before := nettest.Snapshot(t, l.host)
+	rt := nettest.Runtime(t, cont, "net1")
+	l.cni.MustAdd(t, list, rt)
+	mv := mvLink(t, cont, "net1")
+	if mv.ParentIndex != nettest.Link(t, cont, "vf0").Attrs().Index {
+		t.Errorf("net1's parent index %d is not vf0's", mv.ParentIndex)
+	}
+	nettest.Reachable(t, cont, "192.0.2.253")
+	l.cni.MustCheck(t, list, rt)
+	l.cni.MustDel(t, list, rt)
+	if nettest.HasLink(t, cont, "net1") || !nettest.HasLink(t, cont, "vf0") {
+		t.Error("DEL must remove net1 and keep the master vf0")
+	}
+	l.assertClean(t, before, list.Name)
+}

@@ -1,0 +1,91 @@
+package test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/netdrivers/netdrivers/pkg/nettest"
+)
+
+// TestMacvlanHostShim: without the shim the host cannot reach its macvlan
+// containers (the kernel never delivers between a parent and its
+// macvlans); with hostShim it can, both ways, with real TCP. The shim is
+// shared by two networks on the parent, reference-counted, and goes with
+// the last attachment, its pool address with it.
+func TestMacvlanHostShim(t *testing.T) {
+	nettest.RequireRoot(t)
+	t.Parallel()
+	l := newMvLAN(t, true)
+	before := nettest.Snapshot(t, l.host)
+
+	plain := l.list(t, "1.0.0", nil)
+	p := l.attach(t, plain)
+	nettest.Reachable(t, p.ns, mvOutIP)
+	nettest.Unreachable(t, l.host, p.ip(false))
+
+	shimA := l.list(t, "1.1.0", map[string]any{"hostShim": true,
+		"ipam": map[string]any{"rangeStart": "192.0.2.100", "rangeEnd": "192.0.2.149"}})
+	shimB := l.list(t, "1.1.0", map[string]any{"hostShim": true, "hostShimIP": "192.0.2.250",
+		"ipam": map[string]any{"rangeStart": "192.0.2.150", "rangeEnd": "192.0.2.199"}})
+	a1, a2, b1 := l.attach(t, shimA), l.attach(t, shimA), l.attach(t, shimB)
+	shim := "mvshim"
+	for _, c := range []*mvCont{a1, a2, b1} {
+		nettest.Reachable(t, l.host, c.ip(false))
+		nettest.Reachable(t, c.ns, mvHostIP) // back to the node's own address
+		nettest.Reachable(t, c.ns, mvOutIP)
+	}
+	// One shim for both networks: its pool address from A, B's configured one.
+	links := nettest.LinkNames(t, l.host)
+	shims := 0
+	for _, n := range links {
+		if strings.HasPrefix(n, shim) {
+			shim, shims = n, shims+1
+		}
+	}
+	if shims != 1 {
+		t.Fatalf("host links %v: want exactly one shim", links)
+	}
+	addrs := nettest.Addrs(t, l.host, shim)
+	if len(addrs) != 2 || addrs[1].String() != "192.0.2.250/32" || addrs[0].Bits() != 32 {
+		t.Errorf("shim addresses = %v, want one /32 from A's pool and 192.0.2.250/32", addrs)
+	}
+	if ips := l.storeIPs(t, shimA.Name); len(ips) != 3 {
+		t.Errorf("A's store = %v, want two containers and the shim", ips)
+	}
+	// TCP from the host to a container and back.
+	nettest.Listen(t, a1.ns, "tcp4", ":7000", "hi")
+	if got, err := nettest.Dial(l.host, "tcp4", a1.ip(false)+":7000", 3*time.Second); err != nil || !strings.HasPrefix(got, "hi ") {
+		t.Errorf("host -> container TCP = %q, %v", got, err)
+	}
+	nettest.Listen(t, l.host, "tcp4", ":7001", "node")
+	if got, err := nettest.Dial(a1.ns, "tcp4", mvHostIP+":7001", 3*time.Second); err != nil || !strings.HasPrefix(got, "node "+a1.ip(false)) {
+		t.Errorf("container -> host TCP = %q, %v", got, err)
+	}
+	l.cni.MustCheck(t, shimA, a1.rt)
+
+	// CHECK notices a lost route.
+	l.host.MustRun(t, "ip", "route", "del", a2.ip(false)+"/32", "dev", shim)
+	if err := l.cni.CheckNetworkList(context.Background(), shimA, a2.rt); err == nil || !strings.Contains(err.Error(), a2.ip(false)) {
+		t.Errorf("CHECK with the shim route gone = %v, want an error naming %s", err, a2.ip(false))
+	}
+
+	// DEL copes with the route already gone; A's other attachment stays
+	// reachable. A's last attachment goes: its shim address too, B keeps
+	// the shim.
+	l.cni.MustDel(t, shimA, a2.rt)
+	nettest.Reachable(t, l.host, a1.ip(false))
+	l.cni.MustDel(t, shimA, a1.rt)
+	if got := nettest.Addrs(t, l.host, shim); len(got) != 1 || got[0].String() != "192.0.2.250/32" {
+		t.Errorf("shim addresses after A left = %v, want only B's", got)
+	}
+	if ips := l.storeIPs(t, shimA.Name); len(ips) != 0 {
+		t.Errorf("A's store after its last DEL = %v, want empty (shim address released)", ips)
+	}
+	nettest.Reachable(t, l.host, b1.ip(false))
+	l.cni.MustDel(t, shimB, b1.rt)
+	l.cni.MustDel(t, shimB, b1.rt)
+	l.cni.MustDel(t, plain, p.rt)
+	l.assertClean(t, before, shimA.Name)
+}
