@@ -26,7 +26,7 @@ var mvRefExamples = map[string]string{
 	"openshift": `{"cniVersion": "0.3.1", "name": "macvlan-net", "type": "macvlan", "master": "MASTER",
 		"linkInContainer": false, "mode": "bridge", "ipam": {"type": "DHCP"}}`,
 	"no master (default route)": `{"cniVersion": "1.0.0", "name": "mynet", "type": "macvlan", "ipam": {"type": "DHCP"}}`,
-	"L2 only": `{"cniVersion": "1.0.0", "name": "l2", "type": "macvlan", "master": "MASTER", "ipam": {}}`,
+	"L2 only":                   `{"cniVersion": "1.0.0", "name": "l2", "type": "macvlan", "master": "MASTER", "ipam": {}}`,
 	"private, mtu": `{"cniVersion": "0.4.0", "name": "priv", "type": "macvlan", "master": "MASTER", "mode": "private",
 		"mtu": 1400, "ipam": {"type": "DHCP"}}`,
 	"static": `{"cniVersion": "1.0.0", "name": "static", "type": "macvlan", "master": "MASTER",

@@ -9,8 +9,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	"github.com/netdrivers/netdrivers/pkg/cniplugin"
 	"github.com/netdrivers/netdrivers/pkg/cnierr"
+	"github.com/netdrivers/netdrivers/pkg/cniplugin"
 	"github.com/netdrivers/netdrivers/pkg/ipam"
 	"github.com/netdrivers/netdrivers/pkg/netconf"
 )

@@ -3,8 +3,8 @@ package main
 import (
 	"context"
 
-	"github.com/netdrivers/netdrivers/pkg/cniplugin"
 	"github.com/netdrivers/netdrivers/pkg/cnierr"
+	"github.com/netdrivers/netdrivers/pkg/cniplugin"
 	"github.com/netdrivers/netdrivers/pkg/ipam"
 	"github.com/netdrivers/netdrivers/pkg/state"
 )
@@ -37,4 +37,3 @@ func status(ctx context.Context, r *cniplugin.Request[*Conf]) error {
 	}
 	return nil
 }
-
