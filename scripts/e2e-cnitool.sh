@@ -13,7 +13,11 @@ work=$(mktemp -d /tmp/nd-e2e.XXXXXX)
 nsnames=()
 cleanup() {
 	local n
-	for n in "${nsnames[@]}"; do ip netns del "$n" 2>/dev/null || true; done
+	# newns runs in $(...) subshells, so nsnames stays empty here: the
+	# namespaces are found by their name (nd-e2e-<case>-<pid>) instead.
+	for n in "${nsnames[@]}" $(ip netns list | awk '{print $1}' | grep -E "^nd-e2e-.*-$$\$"); do
+		ip netns del "$n" 2>/dev/null || true
+	done
 	rm -rf "$work"
 }
 trap cleanup EXIT
@@ -45,6 +49,80 @@ e2e_none() {
 	cnitool del nd-none "/run/netns/$ns" || fail "none: DEL failed"
 	cnitool del nd-none "/run/netns/$ns" || fail "none: second DEL failed"
 	echo "ok   none.conflist"
+}
+
+# hostns and joinns run cnitool from a throw-away "node" namespace (nsenter
+# enters only its network namespace, so the re-bind mounts are the real
+# ones): the plugins treat it as the host, and the machine's own namespace
+# is never re-bound. cnitool's container ID is derived from the netns path.
+cnitool_id() { printf 'cnitool-%s' "$(printf %s "$1" | sha512sum | cut -c1-20)"; }
+ino() { stat -L -c %i "$1"; }
+# e2e_node NAME: a namespace with an uplink (up0 192.0.2.10/24, default route).
+e2e_node() {
+	local n
+	n=$(newns "$1")
+	ip -n "$n" link add up0 type veth peer name up0p
+	ip -n "$n" addr add 192.0.2.10/24 dev up0
+	ip -n "$n" link set up0 up
+	ip -n "$n" link set up0p up
+	ip -n "$n" link set lo up
+	ip -n "$n" route add default via 192.0.2.1 dev up0
+	echo "$n"
+}
+
+# hostns: the container's path is re-bound onto the node's namespace and
+# sees its links; ports are reserved host-wide (101 on overlap).
+e2e_hostns() {
+	cp conf-examples/hostns.conflist "$NETCONFPATH/"
+	local node a b out rc
+	node=$(e2e_node hostns-node)
+	a=$(newns hostns-a)
+	b=$(newns hostns-b)
+	on() { NETDRIVERS_STATE_DIR=$work/state-hostns nsenter --net="/run/netns/$node" "$@"; }
+	out=$(CAP_ARGS='{"portMappings":[{"hostPort":18080,"containerPort":80,"protocol":"tcp"}]}' on cnitool add nd-hostns "/run/netns/$a")
+	echo "$out" | grep -q '"name": "up0"' || fail "hostns: result lacks the node's up0: $out"
+	echo "$out" | grep -q '"192.0.2.10/24"' || fail "hostns: result lacks the node's address: $out"
+	[ "$(ino "/run/netns/$a")" = "$(ino "/run/netns/$node")" ] || fail "hostns: $a was not re-bound onto the node's namespace"
+	ip -n "$a" -br link | grep -q '^up0' || fail "hostns: the container does not see the node's up0"
+	CAP_ARGS='{"portMappings":[{"hostPort":18080,"containerPort":80,"protocol":"tcp"}]}' on cnitool check nd-hostns "/run/netns/$a" || fail "hostns: CHECK failed"
+	rc=0
+	out=$(CAP_ARGS='{"portMappings":[{"hostPort":18080,"containerPort":8080,"protocol":"tcp"}]}' on cnitool add nd-hostns "/run/netns/$b" 2>&1) || rc=$?
+	[ "$rc" -ne 0 ] && echo "$out" | grep -q 'already in use' || fail "hostns: a second reservation of tcp/18080 was not refused: $out"
+	[ "$(ino "/run/netns/$b")" != "$(ino "/run/netns/$node")" ] || fail "hostns: a refused ADD re-bound $b"
+	on cnitool del nd-hostns "/run/netns/$b" || fail "hostns: DEL after a failed ADD failed"
+	on cnitool del nd-hostns "/run/netns/$a" || fail "hostns: DEL failed"
+	on cnitool del nd-hostns "/run/netns/$a" || fail "hostns: second DEL failed"
+	ip -n "$node" -br addr show up0 | grep -q 192.0.2.10/24 || fail "hostns: DEL changed the node"
+	echo "ok   hostns.conflist"
+}
+
+# joinns: a sidecar's path is re-bound onto the target's namespace (the
+# conflist's "target", the one field a user sets), then another joins the
+# sidecar by container ID (CNI_ARGS TARGET=).
+e2e_joinns() {
+	local node target side third out
+	node=$(e2e_node joinns-node)
+	target=$(newns joinns-target)
+	side=$(newns joinns-side)
+	third=$(newns joinns-third)
+	ip -n "$target" link add eth0 type veth peer name eth0p
+	ip -n "$target" addr add 10.99.0.2/24 dev eth0
+	ip -n "$target" link set eth0 up
+	sed "s#/run/netns/nd-target#/run/netns/$target#" conf-examples/joinns.conflist >"$NETCONFPATH/joinns.conflist"
+	on() { NETDRIVERS_STATE_DIR=$work/state-joinns nsenter --net="/run/netns/$node" "$@"; }
+	out=$(on cnitool add nd-joinns "/run/netns/$side")
+	echo "$out" | grep -q '"10.99.0.2/24"' || fail "joinns: result lacks the target's address: $out"
+	[ "$(ino "/run/netns/$side")" = "$(ino "/run/netns/$target")" ] || fail "joinns: $side was not re-bound onto the target"
+	ip -n "$side" -br addr show eth0 | grep -q 10.99.0.2/24 || fail "joinns: the sidecar does not see the target's eth0"
+	on cnitool check nd-joinns "/run/netns/$side" || fail "joinns: CHECK failed"
+	CNI_ARGS="IgnoreUnknown=1;TARGET=$(cnitool_id "/run/netns/$side")" on cnitool add nd-joinns "/run/netns/$third" >/dev/null ||
+		fail "joinns: joining the sidecar by container ID failed"
+	[ "$(ino "/run/netns/$third")" = "$(ino "/run/netns/$target")" ] || fail "joinns: $third did not join through the sidecar's ID"
+	on cnitool del nd-joinns "/run/netns/$third" || fail "joinns: DEL failed"
+	on cnitool del nd-joinns "/run/netns/$side" || fail "joinns: DEL failed"
+	on cnitool del nd-joinns "/run/netns/$side" || fail "joinns: second DEL failed"
+	ip -n "$target" -br addr show eth0 | grep -q 10.99.0.2/24 || fail "joinns: DEL changed the target"
+	echo "ok   joinns.conflist"
 }
 
 for f in conf-examples/*.conflist; do
