@@ -185,10 +185,18 @@ func unreachable(t *testing.T, n *nettest.NS, network, addr string) {
 	}
 }
 
-var counters = regexp.MustCompile(`\[\d+:\d+\]`)
+var (
+	counters = regexp.MustCompile(`\[\d+:\d+\]`)
+	// tables iptables-nft creates on first use and never removes: their
+	// content is compared through iptables-nft-save.
+	xtTable = regexp.MustCompile(`^table ip6? (filter|nat|raw|mangle|security) \{`)
+	// what iptables-save prints for an untouched table
+	xtEmpty = regexp.MustCompile(`^(\*\w+|COMMIT|:(PREROUTING|INPUT|FORWARD|OUTPUT|POSTROUTING) ACCEPT ?)$`)
+)
 
 // ruleset is the host namespace's whole packet filter as text: nft list
-// ruleset plus iptables-save of both flavors and families.
+// ruleset plus iptables-save of both flavors and families. Tables that
+// exist but hold nothing (iptables-nft leaves them behind) do not show.
 func (w *world) ruleset() string {
 	w.t.Helper()
 	var b strings.Builder
@@ -196,7 +204,18 @@ func (w *world) ruleset() string {
 	if err != nil {
 		w.t.Fatal(err)
 	}
-	b.WriteString(out)
+	skip := false
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, "table ") {
+			skip = xtTable.MatchString(l)
+		}
+		if !skip {
+			b.WriteString(l + "\n")
+		}
+		if l == "}" {
+			skip = false
+		}
+	}
 	for _, cmd := range []string{"iptables-legacy-save", "ip6tables-legacy-save", "iptables-nft-save", "ip6tables-nft-save"} {
 		if _, err := exec.LookPath(cmd); err != nil {
 			continue
@@ -206,8 +225,9 @@ func (w *world) ruleset() string {
 			w.t.Fatal(err)
 		}
 		for _, l := range strings.Split(out, "\n") {
-			if !strings.HasPrefix(l, "#") {
-				b.WriteString(counters.ReplaceAllString(l, "") + "\n")
+			l = counters.ReplaceAllString(l, "")
+			if !strings.HasPrefix(l, "#") && !xtEmpty.MatchString(l) && l != "" {
+				b.WriteString(cmd + ": " + l + "\n")
 			}
 		}
 	}
