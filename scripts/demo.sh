@@ -59,5 +59,84 @@ demo_none() {
 	detach nd-none nd-demo-none
 }
 
+# serve NS ADDR:PORT TEXT: a busybox web server inside NS (stopped at teardown)
+serve() {
+	mkdir -p "$work/www-$1"
+	echo "$3" >"$work/www-$1/index.html"
+	ip netns exec "$1" busybox httpd -f -p "$2" -h "$work/www-$1" &
+	teardown+=("kill $!")
+}
+# fetch NS URL: one HTTP GET from inside NS, retried while the server starts
+fetch() {
+	local i
+	say "ip netns exec $1 curl -s $2"
+	for i in 1 2 3 4 5 6 7 8 9 10; do
+		ip netns exec "$1" curl -s --max-time 1 "$2" && return 0
+		sleep 0.2
+	done
+	echo "  (no answer)"
+}
+
+demo_hostns() {
+	section "hostns: Docker's --network host (the container gets the node's own network stack)"
+	echo "The \"node\" here is a throw-away namespace with an uplink, so this machine's own namespace"
+	echo "is never re-bound; cnitool runs inside it (nsenter --net) as a runtime on that node would."
+	newns nd-demo-node
+	newns nd-demo-gw
+	ip -n nd-demo-node link add uplink0 type veth peer name uplink0p netns nd-demo-gw
+	ip -n nd-demo-node addr add 192.0.2.10/24 dev uplink0
+	ip -n nd-demo-node link set uplink0 up
+	ip -n nd-demo-gw addr add 192.0.2.1/24 dev uplink0p
+	ip -n nd-demo-gw link set uplink0p up
+	ip -n nd-demo-node link set lo up
+	ip -n nd-demo-node route add default via 192.0.2.1 dev uplink0
+	onnode() { NETDRIVERS_STATE_DIR=$work/state nsenter --net=/run/netns/nd-demo-node "$@"; }
+	newns nd-demo-hostc
+	say "ip -n nd-demo-hostc -br link   # a fresh pinned namespace: only lo"
+	ip -n nd-demo-hostc -br link
+	say "CAP_ARGS='{\"portMappings\":[{\"hostPort\":8080,\"containerPort\":8080}]}' cnitool add nd-hostns /run/netns/nd-demo-hostc"
+	CAP_ARGS='{"portMappings":[{"hostPort":8080,"containerPort":8080}]}' onnode cnitool add nd-hostns /run/netns/nd-demo-hostc | head -c 2000
+	echo
+	teardown+=("onnode cnitool del nd-hostns /run/netns/nd-demo-hostc")
+	say "the path now shows the node's stack (re-bound: same namespace inode)"
+	stat -L -c '  %n inode %i' /run/netns/nd-demo-node /run/netns/nd-demo-hostc
+	sees nd-demo-hostc
+	echo "A server in the container answers on the node's loopback (one port space):"
+	serve nd-demo-hostc 127.0.0.1:8080 "hello from the host-network container"
+	fetch nd-demo-node http://127.0.0.1:8080/
+	echo "A second container asking for the same host port is refused (error 101), nothing changed:"
+	newns nd-demo-hostc2
+	say "CAP_ARGS=...8080... cnitool add nd-hostns /run/netns/nd-demo-hostc2"
+	CAP_ARGS='{"portMappings":[{"hostPort":8080,"containerPort":80}]}' onnode cnitool add nd-hostns /run/netns/nd-demo-hostc2 2>&1 |
+		grep -m1 'failed' || true
+	onnode cnitool del nd-hostns /run/netns/nd-demo-hostc2
+	ip -n nd-demo-hostc2 -br link
+	detach_on_node() { say "cnitool del nd-hostns /run/netns/$1"; onnode cnitool del nd-hostns "/run/netns/$1"; }
+	detach_on_node nd-demo-hostc
+	say "ip -n nd-demo-node -br addr   # DEL left the node as it was"
+	ip -n nd-demo-node -br addr
+}
+
+demo_joinns() {
+	section "joinns: Docker's --network container:X (a sidecar joins another container's stack)"
+	newns nd-demo-app
+	attach nd-none nd-demo-app
+	newns nd-demo-sidecar
+	sed "s#/run/netns/nd-target#/run/netns/nd-demo-app#" conf-examples/joinns.conflist >"$NETCONFPATH/joinns.conflist"
+	say "joinns.conflist: \"target\": \"/run/netns/nd-demo-app\"   # the one field a user sets (a path or a container ID)"
+	attach nd-joinns nd-demo-sidecar
+	say "the sidecar's path shows the app's namespace"
+	stat -L -c '  %n inode %i' /run/netns/nd-demo-app /run/netns/nd-demo-sidecar
+	echo "The app serves on its loopback; the sidecar reaches it there (one stack):"
+	serve nd-demo-app 127.0.0.1:8081 "hello from the app, seen by its sidecar"
+	fetch nd-demo-sidecar http://127.0.0.1:8081/
+	detach nd-joinns nd-demo-sidecar
+	say "the app is untouched by the sidecar's DEL"
+	sees nd-demo-app
+	fetch nd-demo-app http://127.0.0.1:8081/
+}
+
 demo_none
+demo_hostns
+demo_joinns
 section "done: every namespace and attachment removed"
