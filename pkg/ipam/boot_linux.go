@@ -39,7 +39,10 @@ type reclaimCut struct {
 	before time.Time // zero: unknown, so nothing of unknown origin is reclaimed
 }
 
-func newReclaimCut() *reclaimCut {
+func newReclaimCut(c *Config) *reclaimCut {
+	if c.reclaimBefore != nil {
+		return &reclaimCut{before: c.reclaimBefore()}
+	}
 	bt, err := safefile.BootTime()
 	if err != nil {
 		return &reclaimCut{}

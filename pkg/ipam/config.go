@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
@@ -37,6 +38,8 @@ type Config struct {
 	network    string
 	cniVersion string
 	stdin      []byte // the whole netconf, for delegation
+	// reclaimBefore overrides the boot-start bound of reclaiming (tests).
+	reclaimBefore func() time.Time
 }
 
 // ipamJSON is the "ipam" object. The embedded legacy range makes

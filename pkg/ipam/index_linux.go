@@ -223,7 +223,7 @@ func (s *store) rebuild(o rebuildOpts) ([]entry, error) {
 		}
 		e.Boot = bootOf(old, e)
 		if o.reclaim && cut == nil {
-			cut = newReclaimCut()
+			cut = newReclaimCut(s.conf)
 		}
 		drop, why := false, ""
 		if o.reclaim {

@@ -23,6 +23,7 @@ type store struct {
 	fd   int    // the open directory; entries are reached relative to it
 	lock *safefile.Lock
 	boot string // this boot's ID
+	conf *Config
 
 	tmp      int    // an unnamed file holding tmpOwner's entry, or -1
 	tmpOwner string // content of tmp
@@ -59,7 +60,7 @@ func openStore(ctx context.Context, c *Config, boot string, create bool) (*store
 		l.Unlock()
 		return nil, storeErr("open %s: %w", dir, err)
 	}
-	return &store{dir: dir, fd: fd, lock: l, boot: boot, tmp: -1}, nil
+	return &store{dir: dir, fd: fd, lock: l, boot: boot, conf: c, tmp: -1}, nil
 }
 
 // close records the index state when this call changed something, then
