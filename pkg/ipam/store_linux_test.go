@@ -243,7 +243,7 @@ func TestHostileEntries(t *testing.T) {
 	target := filepath.Join(t.TempDir(), "target")
 	os.WriteFile(target, []byte("victim\r\neth0"), 0o600)
 	os.Symlink(target, filepath.Join(dir, "10.10.0.3"))                                // a symlink whose target names "victim"
-	os.WriteFile(filepath.Join(dir, "10.10.0.4"), []byte("\x00\x01garbage"), 0o600)     // garbage
+	os.WriteFile(filepath.Join(dir, "10.10.0.4"), []byte("\x00\x01garbage"), 0o600)    // garbage
 	os.WriteFile(filepath.Join(dir, "10.10.0.5"), make([]byte, 2*maxEntrySize), 0o600) // oversized
 	os.WriteFile(filepath.Join(dir, "10.10.0.6"), nil, 0o600)                          // empty (a crashed reference write)
 	os.Remove(filepath.Join(dir, "last_reserved_ip.0"))
