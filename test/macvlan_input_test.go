@@ -2,8 +2,10 @@ package test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/netdrivers/netdrivers/pkg/nettest"
 )
@@ -258,4 +260,32 @@ func TestMacvlanLinkInContainer(t *testing.T) {
 		t.Error("DEL must remove net1 and keep the master vf0")
 	}
 	l.assertClean(t, before, list.Name)
+}
+
+// TestMacvlanAnnounces: ADD announces the container on the segment (a
+// gratuitous ARP and an unsolicited neighbour advertisement), so the
+// outside host learns its new MAC before any traffic.
+func TestMacvlanAnnounces(t *testing.T) {
+	nettest.RequireRoot(t)
+	t.Parallel()
+	l := newMvLAN(t, false)
+	l.out.Sysctl(t, "net/ipv4/conf/eth0/arp_accept", "1")
+	l.out.Sysctl(t, "net/ipv6/conf/eth0/accept_untracked_na", "1") // taken from
+	l.out.Sysctl(t, "net/ipv6/conf/eth0/forwarding", "1")          // routers only
+	list := l.list(t, "1.0.0", map[string]any{"ipam": map[string]any{"subnet": nil, "rangeStart": nil, "rangeEnd": nil,
+		"ranges": []any{
+			[]any{map[string]any{"subnet": mvSubnet, "rangeStart": "192.0.2.30"}},
+			[]any{map[string]any{"subnet": mvSubnet6, "rangeStart": "2001:db8:4::30"}}}}})
+	c := l.attach(t, list)
+	mac := c.res.Interfaces[0].Mac
+	for _, ip := range []string{c.ip(false), c.ip(true)} {
+		nettest.Eventually(t, 3*time.Second, "outside host learns "+ip, func() error {
+			if !hasNeigh(t, l.out, ip, mac) {
+				return fmt.Errorf("no neighbour entry %s -> %s", ip, mac)
+			}
+			return nil
+		})
+	}
+	nettest.Reachable(t, c.ns, mvOutIP6)
+	l.cni.MustDel(t, list, c.rt)
 }
