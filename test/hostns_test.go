@@ -342,3 +342,64 @@ func TestHostnsAlreadyHost(t *testing.T) {
 		t.Errorf("CHECK of a namespace that is not the host's = %v", err)
 	}
 }
+
+// TestHostnsParallelPorts: many ADDs race for one host port; the store's
+// lock lets exactly one win, the others get 101 and stay unbound. Distinct
+// ports all succeed in parallel.
+func TestHostnsParallelPorts(t *testing.T) {
+	nettest.RequireRoot(t)
+	t.Parallel()
+	n := newHostnsNode(t)
+	list := hostnsList(t, "1.1.0", nil)
+	const N = 8
+	type attempt struct {
+		rt  *libcni.RuntimeConf
+		err error
+	}
+	run := func(port func(i int) int) []attempt {
+		out := make([]attempt, N)
+		done := make(chan int)
+		for i := range N {
+			out[i].rt = hnPorts(nettest.Runtime(t, nettest.NewNS(t), "eth0"), port(i))
+			go func() {
+				_, out[i].err = n.cni.AddNetworkList(context.Background(), list, out[i].rt)
+				done <- i
+			}()
+		}
+		for range N {
+			<-done
+		}
+		return out
+	}
+	won := 0
+	for _, a := range run(func(int) int { return 18500 }) {
+		switch {
+		case a.err == nil:
+			won++
+			if hnNSID(t, a.rt.NetNS) != n.host.Handle().ID() {
+				t.Errorf("the winner %s was not re-bound", a.rt.NetNS)
+			}
+			n.cni.MustDel(t, list, a.rt)
+		case nettest.Code(a.err) == 101:
+			if hnNSID(t, a.rt.NetNS) == n.host.Handle().ID() {
+				t.Errorf("a loser (%v) was re-bound", a.err)
+			}
+		default:
+			t.Errorf("ADD: %v, want success or 101", a.err)
+		}
+	}
+	if won != 1 {
+		t.Errorf("%d ADDs won host port 18500, want exactly 1", won)
+	}
+	for _, a := range run(func(i int) int { return 18600 + i }) {
+		if a.err != nil {
+			t.Errorf("ADD with a distinct port: %v", a.err)
+			continue
+		}
+		n.cni.MustCheck(t, list, a.rt)
+		n.cni.MustDel(t, list, a.rt)
+	}
+	if f := hnStateFiles(t, n.cni.StateDir); len(f) != 0 {
+		t.Errorf("state left: %v", f)
+	}
+}

@@ -1,8 +1,7 @@
 package netns
 
 import (
-	"bufio"
-	"fmt"
+	"bytes"
 	"os"
 	"strconv"
 	"strings"
@@ -15,26 +14,36 @@ type mountEntry struct {
 	FSType string
 }
 
-// readMountInfo parses the calling thread's mount table (the plugin's
-// mount namespace, which is the runtime's).
-func readMountInfo() ([]mountEntry, error) {
-	f, err := os.Open("/proc/thread-self/mountinfo")
+// findMount returns the topmost mount at point in the calling thread's
+// mount table (the plugin's mount namespace, which is the runtime's), or
+// nil. Only lines naming point are parsed: hosts carry hundreds of mounts.
+func findMount(point string) (*mountEntry, error) {
+	data, err := os.ReadFile("/proc/thread-self/mountinfo")
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	var out []mountEntry
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		if e, ok := parseMountLine(sc.Text()); ok {
-			out = append(out, e)
+	needle := " " + escape(point) + " "
+	var top *mountEntry
+	for len(data) > 0 {
+		line := data
+		if i := bytes.IndexByte(data, '\n'); i >= 0 {
+			line, data = data[:i], data[i+1:]
+		} else {
+			data = nil
+		}
+		if !bytes.Contains(line, []byte(needle)) {
+			continue
+		}
+		if e, ok := parseMountLine(string(line)); ok && e.Point == point {
+			top = &e
 		}
 	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("read mountinfo: %w", err)
-	}
-	return out, nil
+	return top, nil
+}
+
+// escape encodes what the kernel escapes in mountinfo paths.
+func escape(s string) string {
+	return strings.NewReplacer(" ", `\040`, "\t", `\011`, "\n", `\012`, `\`, `\134`).Replace(s)
 }
 
 // parseMountLine reads "ID PARENT MAJ:MIN ROOT POINT OPTS [OPTIONAL...] - FSTYPE SOURCE SUPER".

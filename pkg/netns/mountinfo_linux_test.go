@@ -1,6 +1,14 @@
 package netns
 
-import "testing"
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"runtime"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
 
 func TestParseMountLine(t *testing.T) {
 	cases := []struct {
@@ -23,7 +31,61 @@ func TestParseMountLine(t *testing.T) {
 			t.Errorf("parseMountLine(%q) = %+v, %v; want %+v, %v", tc.line, got, ok, tc.want, tc.ok)
 		}
 	}
+	for _, p := range []string{"/run/netns/a b", "/x\ty\\z", "/plain"} {
+		if got := unescape(escape(p)); got != p {
+			t.Errorf("unescape(escape(%q)) = %q", p, got)
+		}
+	}
 	if got := unescape(`a\04`); got != `a\04` {
 		t.Errorf("a truncated escape = %q, want it kept", got)
+	}
+}
+
+// pinned creates a network namespace pinned by a bind mount on a file in
+// a temporary directory, unmounted when t ends.
+func pinned(t *testing.T) (string, ID) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "ns")
+	if err := os.WriteFile(path, nil, 0o444); err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			errc <- err
+			return
+		}
+		errc <- unix.Mount("/proc/thread-self/ns/net", path, "none", unix.MS_BIND, "")
+	}()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Unmount(path, unix.MNT_DETACH) })
+	id, err := IDOf(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path, id
+}
+
+// TestCheckMountBothWays: the statx check and the mountinfo fallback agree.
+func TestCheckMountBothWays(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (mounts)")
+	}
+	path, id := pinned(t)
+	plain := filepath.Join(t.TempDir(), "plain")
+	os.WriteFile(plain, nil, 0o644)
+	for name, check := range map[string]func(string, ID) error{"statx": checkMount, "mountinfo": checkMountInfo} {
+		if err := check(path, id); err != nil {
+			t.Errorf("%s: pinned namespace refused: %v", name, err)
+		}
+		if err := check(plain, id); !errors.Is(err, errNotMountPoint) {
+			t.Errorf("%s: plain file = %v, want errNotMountPoint", name, err)
+		}
+		if err := check(path, ID{Dev: id.Dev, Ino: id.Ino + 1}); err == nil {
+			t.Errorf("%s: a mount of another namespace passed", name)
+		}
 	}
 }
