@@ -24,4 +24,7 @@ go test -count=1 -timeout 20m ./...
 log "cnitool end-to-end"
 ./scripts/e2e-cnitool.sh
 
+log "runtimes end-to-end (containerd CRI, Podman)"
+./scripts/e2e-runtimes.sh
+
 log "all tests passed in $((SECONDS - start)) s"

@@ -8,6 +8,7 @@ package cri
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -130,6 +131,31 @@ func (c *Client) PodIPs(ctx context.Context, podID string) ([]string, error) {
 		ips = append(ips, a.Ip)
 	}
 	return ips, nil
+}
+
+// NetNSPath returns the pod's network namespace path (what the plugins
+// got as CNI_NETNS), from the runtime spec in the verbose sandbox info.
+func (c *Client) NetNSPath(ctx context.Context, podID string) (string, error) {
+	r, err := c.RT.PodSandboxStatus(ctx, &rt.PodSandboxStatusRequest{PodSandboxId: podID, Verbose: true})
+	if err != nil {
+		return "", fmt.Errorf("PodSandboxStatus %s: %w", podID, err)
+	}
+	var info struct {
+		RuntimeSpec struct {
+			Linux struct {
+				Namespaces []struct{ Type, Path string }
+			}
+		} `json:"runtimeSpec"`
+	}
+	if err := json.Unmarshal([]byte(r.Info["info"]), &info); err != nil {
+		return "", fmt.Errorf("decode sandbox info of %s: %w", podID, err)
+	}
+	for _, ns := range info.RuntimeSpec.Linux.Namespaces {
+		if ns.Type == "network" {
+			return ns.Path, nil
+		}
+	}
+	return "", fmt.Errorf("sandbox %s: no network namespace in its runtime spec", podID)
 }
 
 // Exec runs argv in a container and returns its stdout; a non-zero exit is

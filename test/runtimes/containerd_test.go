@@ -1,0 +1,249 @@
+//go:build runtimes
+
+package runtimes
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	rt "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/netdrivers/netdrivers/pkg/nettest"
+	"github.com/netdrivers/netdrivers/test/runtimes/cri"
+)
+
+// Addresses of the containerd scenarios (the host namespace is private).
+const (
+	ctdUplink    = "10.213.100.1" // the node's address, towards "outside"
+	ctdBridgeNet = "10.213.1.0/24"
+	ctdMacvlan   = "10.213.11.0/24"
+	ctdLANPeer   = "10.213.11.254" // a machine on the macvlan parent's segment
+	ctdHostPort  = 18080
+)
+
+// ctdEnv is the node containerd runs on, and its neighbours.
+type ctdEnv struct {
+	d       *containerd
+	outside *nettest.NS // another machine, routed to the node
+	lan     *nettest.NS // a machine on the macvlan parent's L2 segment
+	ipamDir string
+	cache0  map[string]bool // libcni's result cache before the run
+}
+
+// TestContainerd drives containerd's CRI as the kubelet does, one
+// RuntimeClass (handler) per driver; the default handler carries
+// host-local-bridge, as a node's only conflist would.
+func TestContainerd(t *testing.T) {
+	t.Parallel()
+	e := &ctdEnv{outside: newNS(t), lan: newNS(t), cache0: cacheEntries()}
+	host := newNS(t)
+	nettest.NewVeth(t, host, "ndrt-up0", ctdUplink+"/24", e.outside, "ndrt-cl0", "10.213.100.2/24")
+	nettest.AddRoute(t, e.outside, "default", ctdUplink)
+	nettest.NewVeth(t, host, "ndrt-mv0", "", e.lan, "ndrt-lan0", ctdLANPeer+"/24")
+	e.ipamDir = dir(t, "containerd", "ipam")
+
+	def := conflist("nd-ctd-none", noneNet())
+	if driverExists("host-local-bridge") {
+		def = conflist("nd-ctd-bridge", bridgeNet("ndrt-br0", ctdBridgeNet, e.ipamDir))
+	}
+	handlers := map[string][]byte{"nd-none": conflist("nd-ctd-none", noneNet())}
+	if driverExists("macvlan") {
+		handlers["nd-macvlan"] = conflist("nd-ctd-macvlan", macvlanNet("ndrt-mv0", ctdMacvlan, e.ipamDir))
+	}
+	e.d = startContainerd(t, host, def, handlers)
+
+	t.Run("host-local-bridge", func(t *testing.T) { requireDriver(t, "host-local-bridge"); e.bridge(t) })
+	t.Run("macvlan", func(t *testing.T) { requireDriver(t, "macvlan"); e.macvlan(t) })
+	t.Run("none", func(t *testing.T) { requireDriver(t, "none"); e.none(t) })
+}
+
+// pod is a running pod sandbox with one busybox container.
+type pod struct {
+	*cri.Pod
+	id, ctr string
+	ips     []string
+	netns   string // CNI_NETNS of the pod's ADD
+}
+
+var podSeq int
+
+// runPod runs a sandbox (CNI ADD) and a busybox container in it running
+// argv, and reads the pod's addresses from PodSandboxStatus.
+func (d *containerd) runPod(ctx context.Context, t *testing.T, p *cri.Pod, argv ...string) *pod {
+	t.Helper()
+	podSeq++
+	p.Namespace, p.UID = "e2e", fmt.Sprintf("uid-%s-%d", p.Name, podSeq)
+	p.LogDir = dir(t, "containerd", "logs", p.UID)
+	id, err := d.cri.RunPod(ctx, p)
+	if err != nil {
+		t.Fatalf("%v\ncontainerd log:\n%s", err, d.log())
+	}
+	r := &pod{Pod: p, id: id}
+	if r.ctr, err = d.cri.Start(ctx, id, p, "main", busyboxRef, argv...); err != nil {
+		t.Fatal(err)
+	}
+	if r.ips, err = d.cri.PodIPs(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if r.netns, err = d.cri.NetNSPath(ctx, id); err != nil || r.netns == "" {
+		t.Fatalf("pod %s: no netns path (%v)", p.Name, err)
+	}
+	return r
+}
+
+// exec runs argv in the pod's container.
+func (d *containerd) exec(ctx context.Context, t *testing.T, p *pod, argv ...string) string {
+	t.Helper()
+	out, err := d.cri.Exec(ctx, p.ctr, 10*time.Second, argv...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// removePod tears the pod down as the kubelet does: StopPodSandbox (DEL
+// with the netns and prevResult), then RemovePodSandbox (DEL again, with
+// neither). Both must succeed, the pod's netns must be gone, and the
+// plugin must have seen exactly those two DELs and answered both.
+func (d *containerd) removePod(ctx context.Context, t *testing.T, p *pod, plugin string) {
+	t.Helper()
+	if err := d.cri.StopPod(ctx, p.id); err != nil {
+		t.Fatalf("%v\ncontainerd log:\n%s", err, d.log())
+	}
+	if _, err := os.Lstat(p.netns); !os.IsNotExist(err) {
+		t.Errorf("pod %s: network namespace %s left after StopPodSandbox (%v)", p.Name, p.netns, err)
+	}
+	if err := d.cri.RemovePod(ctx, p.id); err != nil {
+		t.Fatalf("%v\ncontainerd log:\n%s", err, d.log())
+	}
+	dels := of(d.rec.calls(t), plugin, "DEL", p.id)
+	ok := len(dels) == 2 && dels[0].netns() == p.netns && dels[0].hasPrevResult() &&
+		dels[1].netns() == "" && !dels[1].hasPrevResult()
+	for _, c := range dels {
+		ok = ok && c.Exit == 0
+	}
+	if !ok {
+		t.Errorf("pod %s: want two successful DELs (the netns and a prevResult, then neither), got:", p.Name)
+		d.rec.dump(t, p.id)
+	}
+}
+
+// wantEth0 asserts that the address the CRI reports is the one on the
+// pod's eth0.
+func (d *containerd) wantEth0(ctx context.Context, t *testing.T, p *pod, subnet string) {
+	t.Helper()
+	if len(p.ips) == 0 {
+		t.Fatalf("pod %s: the CRI reports no IP", p.Name)
+	}
+	wantIn(t, p.ips[0], subnet)
+	out := d.exec(ctx, t, p, "ip", "-o", "addr", "show", "dev", "eth0")
+	if !strings.Contains(out, " "+p.ips[0]+"/") {
+		t.Fatalf("pod %s: CRI reports %s but eth0 holds:\n%s", p.Name, p.ips[0], out)
+	}
+}
+
+var httpd = []string{"httpd", "-f", "-p", "80", "-h", "/www"}
+
+// bridge: two pods get the IPs the CRI reports, reach each other, a
+// port_mappings entry is reachable from the node (own address and
+// 127.0.0.1) and from another machine, and the kubelet's teardown leaves
+// the node exactly as it was.
+func (e *ctdEnv) bridge(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	d, dirs := e.d, []string{e.ipamDir, e.d.stateDir}
+	port := func(host int32) []*rt.PortMapping {
+		return []*rt.PortMapping{{Protocol: rt.Protocol_TCP, ContainerPort: 80, HostPort: host}}
+	}
+	// A first pod creates what stays for the network's lifetime (the
+	// bridge, the shared rules); the pods after it must leave nothing.
+	warm := d.runPod(ctx, t, &cri.Pod{Name: "warm", Ports: port(ctdHostPort - 1)}, httpd...)
+	d.removePod(ctx, t, warm, "host-local-bridge")
+	before := nodeState(t, d.host, dirs...)
+	if strings.Contains(before, warm.ips[0]) {
+		t.Errorf("the node still mentions the removed pod's address %s:\n%s", warm.ips[0], before)
+	}
+
+	a := d.runPod(ctx, t, &cri.Pod{Name: "web", Ports: port(ctdHostPort)}, httpd...)
+	b := d.runPod(ctx, t, &cri.Pod{Name: "client"}, httpd...)
+	d.wantEth0(ctx, t, a, ctdBridgeNet)
+	d.wantEth0(ctx, t, b, ctdBridgeNet)
+	if a.ips[0] == b.ips[0] {
+		t.Fatalf("both pods got %s", a.ips[0])
+	}
+	d.exec(ctx, t, b, "ping", "-c", "1", "-W", "3", a.ips[0])
+	if got := d.exec(ctx, t, b, fetch("http://"+a.ips[0]+"/")...); strings.TrimSpace(got) != page {
+		t.Errorf("pod to pod HTTP served %q", got)
+	}
+	for _, url := range []string{
+		fmt.Sprintf("http://%s:%d/", ctdUplink, ctdHostPort), fmt.Sprintf("http://127.0.0.1:%d/", ctdHostPort)} {
+		wantPage(t, d.host, url)
+	}
+	wantPage(t, e.outside, fmt.Sprintf("http://%s:%d/", ctdUplink, ctdHostPort))
+
+	d.removePod(ctx, t, a, "host-local-bridge")
+	d.removePod(ctx, t, b, "host-local-bridge")
+	wantSameState(t, "StopPodSandbox+RemovePodSandbox of two host-local-bridge pods", before, nodeState(t, d.host, dirs...))
+	noCacheLeft(t, e.cache0, "nd-ctd-bridge")
+}
+
+// macvlan: two pods on one parent get the IPs the CRI reports, reach each
+// other and a machine on the parent's segment, which reaches them; the
+// teardown leaves nothing.
+func (e *ctdEnv) macvlan(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	d, dirs := e.d, []string{e.ipamDir, e.d.stateDir}
+	mv := &cri.Pod{Handler: "nd-macvlan"}
+	warm := d.runPod(ctx, t, &cri.Pod{Name: "mv-warm", Handler: mv.Handler}, httpd...)
+	d.removePod(ctx, t, warm, "macvlan")
+	before := nodeState(t, d.host, dirs...)
+
+	a := d.runPod(ctx, t, &cri.Pod{Name: "mv-web", Handler: mv.Handler}, httpd...)
+	b := d.runPod(ctx, t, &cri.Pod{Name: "mv-client", Handler: mv.Handler}, httpd...)
+	d.wantEth0(ctx, t, a, ctdMacvlan)
+	d.wantEth0(ctx, t, b, ctdMacvlan)
+	d.exec(ctx, t, b, "ping", "-c", "1", "-W", "3", a.ips[0])
+	if got := d.exec(ctx, t, b, fetch("http://"+a.ips[0]+"/")...); strings.TrimSpace(got) != page {
+		t.Errorf("pod to pod HTTP served %q", got)
+	}
+	d.exec(ctx, t, a, "ping", "-c", "1", "-W", "3", ctdLANPeer)
+	wantPage(t, e.lan, "http://"+a.ips[0]+"/")
+
+	d.removePod(ctx, t, a, "macvlan")
+	d.removePod(ctx, t, b, "macvlan")
+	wantSameState(t, "StopPodSandbox+RemovePodSandbox of two macvlan pods", before, nodeState(t, d.host, dirs...))
+	noCacheLeft(t, e.cache0, "nd-ctd-macvlan")
+}
+
+// none: containerd's CRI requires the pod network to give eth0 an address
+// (a Kubernetes pod always has an IP), so a none network cannot run a pod:
+// RunPodSandbox fails with containerd's "failed to find network info",
+// and the failed sandbox leaves nothing behind (the DEL of the whole list
+// succeeds, so containerd removes the netns).
+func (e *ctdEnv) none(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	d := e.d
+	nsDir := filepath.Join(d.dir, "state", "io.containerd.grpc.v1.cri", "netns")
+	netns0 := files(t, nsDir)
+	p := &cri.Pod{Name: "none", Namespace: "e2e", UID: "uid-none", Handler: "nd-none", LogDir: dir(t, "containerd", "logs", "uid-none")}
+	_, err := d.cri.RunPod(ctx, p)
+	if err == nil || !strings.Contains(err.Error(), "failed to find network info") {
+		t.Fatalf("RunPodSandbox on a none network: got %v, want containerd's \"failed to find network info\"", err)
+	}
+	if got := files(t, nsDir); strings.Join(got, " ") != strings.Join(netns0, " ") {
+		t.Errorf("the failed sandbox left a network namespace: before %v, after %v", netns0, got)
+	}
+	r, err := d.cri.RT.ListPodSandbox(ctx, &rt.ListPodSandboxRequest{Filter: &rt.PodSandboxFilter{
+		LabelSelector: map[string]string{"io.kubernetes.pod.name": p.Name}}})
+	if err != nil || len(r.Items) > 0 {
+		t.Errorf("the failed sandbox is still listed (%v): %v", err, r)
+	}
+	noCacheLeft(t, e.cache0, "nd-ctd-none")
+}
