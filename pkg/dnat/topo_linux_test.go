@@ -47,13 +47,13 @@ const (
 
 // world is a throwaway host namespace with an outside client linked to it.
 type world struct {
-	t      *testing.T
+	t      testing.TB
 	host   *nettest.NS
 	client *nettest.NS
 	store  *state.Store
 }
 
-func newWorld(t *testing.T) *world {
+func newWorld(t testing.TB) *world {
 	t.Helper()
 	nettest.RequireRoot(t)
 	w := &world{t: t, host: nettest.NewNS(t), client: nettest.NewNS(t)}
@@ -107,7 +107,7 @@ func (w *world) newBridge(k int, mode Mode) *bridgeNet {
 	nettest.SetUp(t, w.host, name, gw4+"/24")
 	nettest.AddAddr(t, w.host, name, gw6+"/64")
 	return &bridgeNet{k: k, Network: &Network{
-		Name: fmt.Sprintf("net%d-%s", k, strings.ReplaceAll(strings.ToLower(t.Name()), "/", "-")), Bridge: name,
+		Name: fmt.Sprintf("net%d-%s", k, netName.ReplaceAllString(strings.ToLower(t.Name()), "-")), Bridge: name,
 		Subnets:  []netip.Prefix{netip.MustParsePrefix(fmt.Sprintf("10.244.%d.0/24", k)), netip.MustParsePrefix(fmt.Sprintf("fd00:244:%d::/64", k))},
 		Gateways: []netip.Addr{netip.MustParseAddr(gw4), netip.MustParseAddr(gw6)},
 		Mode:     mode, Masquerade: true, Isolate: true,
@@ -151,14 +151,6 @@ func (c *ctr) attachment(ports ...netconf.Port) *Attachment {
 	return &Attachment{Key: c.key, Addrs: []netip.Addr{netip.MustParseAddr(c.ip4), netip.MustParseAddr(c.ip6)}, Ports: ports}
 }
 
-func port(proto string, host string, hp, cp uint16) netconf.Port {
-	p := netconf.Port{Protocol: proto, HostPort: hp, ContainerPort: cp}
-	if host != "" {
-		p.HostIP = netip.MustParseAddr(host)
-	}
-	return p
-}
-
 func join(ip string, port int) string { return net.JoinHostPort(ip, fmt.Sprint(port)) }
 
 // reach asserts that a dial from n to addr is answered by want (the
@@ -186,6 +178,7 @@ func unreachable(t *testing.T, n *nettest.NS, network, addr string) {
 }
 
 var (
+	netName  = regexp.MustCompile(`[^a-z0-9_.-]+`)
 	counters = regexp.MustCompile(`\[\d+:\d+\]`)
 	// tables iptables-nft creates on first use and never removes: their
 	// content is compared through iptables-nft-save.

@@ -1,0 +1,233 @@
+package dnat
+
+import (
+	"errors"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/nftables/expr"
+
+	"github.com/netdrivers/netdrivers/pkg/cnierr"
+	"github.com/netdrivers/netdrivers/pkg/netconf"
+)
+
+var (
+	testKey = netconf.Key{Network: "n1", ContainerID: "c1", IfName: "eth0"}
+	c4      = netip.MustParseAddr("10.1.0.5")
+	c6      = netip.MustParseAddr("fd00::5")
+)
+
+func testNet(mode Mode) *Network {
+	return &Network{Name: "n1", Bridge: "br1", Mode: mode, Masquerade: true,
+		Subnets: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/24"), netip.MustParsePrefix("fd00::/64")}}
+}
+
+func TestMappings(t *testing.T) {
+	tests := []struct {
+		name  string
+		addrs []netip.Addr
+		port  netconf.Port
+		want  []string
+		err   error
+	}{
+		{"no hostIP: both families", []netip.Addr{c4, c6}, port("tcp", "", 80, 8080),
+			[]string{"ip tcp *:80 -> 10.1.0.5:8080", "ip6 tcp *:80 -> [fd00::5]:8080"}, nil},
+		{"no hostIP, v4 only container", []netip.Addr{c4}, port("udp", "", 53, 53), []string{"ip udp *:53 -> 10.1.0.5:53"}, nil},
+		{"0.0.0.0 is IPv4 only", []netip.Addr{c4, c6}, port("tcp", "0.0.0.0", 80, 80), []string{"ip tcp *:80 -> 10.1.0.5:80"}, nil},
+		{":: is IPv6 only", []netip.Addr{c4, c6}, port("sctp", "::", 80, 80), []string{"ip6 sctp *:80 -> [fd00::5]:80"}, nil},
+		{":: with a v4 container is nothing", []netip.Addr{c4}, port("tcp", "::", 80, 80), nil, nil},
+		{"specific", []netip.Addr{c4, c6}, port("tcp", "192.0.2.1", 80, 81), []string{"ip tcp 192.0.2.1:80 -> 10.1.0.5:81"}, nil},
+		{"localhost v4", []netip.Addr{c4}, port("tcp", "127.0.0.1", 80, 81), []string{"ip tcp 127.0.0.1:80 -> 10.1.0.5:81"}, nil},
+		{"::1 refused", []netip.Addr{c4, c6}, port("tcp", "::1", 80, 80), nil, ErrInvalid},
+		{"wrong family refused", []netip.Addr{c4}, port("tcp", "2001:db8::1", 80, 80), nil, ErrInvalid},
+		{"no address", nil, port("tcp", "", 80, 80), nil, ErrInvalid},
+		{"bad protocol", []netip.Addr{c4}, port("icmp", "", 80, 80), nil, ErrInvalid},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a := &Attachment{Key: testKey, Addrs: tt.addrs, Ports: []netconf.Port{tt.port}}
+			ms, err := a.mappings(testNet(ModeNAT))
+			if !errors.Is(err, tt.err) {
+				t.Fatalf("err = %v, want %v", err, tt.err)
+			}
+			var got []string
+			for _, m := range ms {
+				got = append(got, m.String())
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("mappings = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestValidate(t *testing.T) {
+	bad := []*Network{
+		{Name: "", Bridge: "br0"},
+		{Name: "n", Bridge: "bridge-name-too-long"},
+		{Name: "n", Bridge: "br0", Mode: "bridged"},
+		{Name: "n", Bridge: "br0", Subnets: []netip.Prefix{netip.MustParsePrefix("10.1.0.1/24")}},
+	}
+	for _, n := range bad {
+		if err := n.validate(); cnierr.CodeOf(err) != cnierr.InvalidConfig {
+			t.Errorf("%+v: err %v, want code 7", n, err)
+		}
+	}
+	a := &Attachment{Key: testKey, Addrs: []netip.Addr{c4}, Ports: []netconf.Port{port("tcp", "", 80, 80)}}
+	if _, err := a.mappings(testNet(ModeIsolated)); !errors.Is(err, ErrInvalid) {
+		t.Errorf("isolated network with ports: %v, want ErrInvalid", err)
+	}
+	a.Key.ContainerID = "../etc"
+	if _, err := a.mappings(testNet(ModeNAT)); !errors.Is(err, ErrInvalid) {
+		t.Errorf("bad container ID: %v, want ErrInvalid", err)
+	}
+	if _, err := New("pf", nil, nil); !errors.Is(err, ErrInvalid) {
+		t.Errorf("unknown backend: %v", err)
+	}
+}
+
+// TestPubKey pins the key layout of the published-port maps: fields
+// padded to 32-bit registers, ports big-endian.
+func TestPubKey(t *testing.T) {
+	tests := []struct {
+		m    mapping
+		set  string
+		want []byte
+	}{
+		{mapping{Proto: "tcp", HostPort: 0x1f90, Cont: c4}, setPubAny, []byte{2, 0, 0, 0, 6, 0, 0, 0, 0x1f, 0x90, 0, 0}},
+		{mapping{Proto: "udp", HostPort: 53, Cont: c6}, setPubAny, []byte{10, 0, 0, 0, 17, 0, 0, 0, 0, 53, 0, 0}},
+		{mapping{Proto: "sctp", HostIP: netip.MustParseAddr("192.0.2.1"), HostPort: 1, Cont: c4}, setPub4,
+			[]byte{192, 0, 2, 1, 132, 0, 0, 0, 0, 1, 0, 0}},
+	}
+	for _, tt := range tests {
+		set, key := pubKey(tt.m)
+		if set != tt.set || !slices.Equal(key, tt.want) {
+			t.Errorf("pubKey(%v) = %s %v, want %s %v", tt.m, set, key, tt.set, tt.want)
+		}
+		if got := describeKey(set, key); !strings.Contains(got, tt.m.Proto) {
+			t.Errorf("describeKey = %q", got)
+		}
+	}
+	_, key := pubKey(mapping{Proto: "tcp", HostIP: netip.MustParseAddr("2001:db8::1"), HostPort: 80, Cont: c6})
+	if len(key) != 24 {
+		t.Errorf("pub6 key is %d bytes, want 24", len(key))
+	}
+}
+
+// countVerdicts counts rules ending in a verdict or statement of a kind.
+func countExpr[T expr.Any](rs []nftRule) int {
+	n := 0
+	for _, r := range rs {
+		if _, ok := r.Exprs[len(r.Exprs)-1].(T); ok {
+			n++
+		}
+	}
+	return n
+}
+
+func TestNetRules(t *testing.T) {
+	tests := []struct {
+		mode          Mode
+		masq, isolate bool
+		drops, masqs  int
+	}{
+		// raw guard; per subnet hairpin (2) + masquerade (2); localhost masq (1)
+		{ModeNAT, true, false, 2, 5},
+		{ModeNAT, true, true, 4, 5},
+		{ModeNATUnprotected, false, false, 1, 3},
+		{ModeRouted, true, false, 1, 3}, // routed never masquerades outbound
+		{ModeIsolated, true, true, 4, 0},
+	}
+	for _, tt := range tests {
+		n := testNet(tt.mode)
+		n.Masquerade, n.Isolate = tt.masq, tt.isolate
+		rs := netRules(n)
+		drops := 0
+		for _, r := range rs {
+			if v, ok := r.Exprs[len(r.Exprs)-1].(*expr.Verdict); ok && v.Kind == expr.VerdictDrop {
+				drops++
+			}
+		}
+		if masqs := countExpr[*expr.Masq](rs); drops != tt.drops || masqs != tt.masqs {
+			t.Errorf("%s masq=%v isolate=%v: %d drops, %d masquerades; want %d, %d",
+				tt.mode, tt.masq, tt.isolate, drops, masqs, tt.drops, tt.masqs)
+		}
+		for _, r := range rs {
+			if !strings.HasPrefix(r.Chain, "n-"+netconf.NetworkHash("n1")) {
+				t.Errorf("rule in chain %s, not one of the network's", r.Chain)
+			}
+		}
+	}
+}
+
+func TestAttRules(t *testing.T) {
+	a := &Attachment{Key: testKey, Addrs: []netip.Addr{c4, c6},
+		Ports: []netconf.Port{port("tcp", "", 80, 8080), port("udp", "192.0.2.1", 53, 53)}}
+	ms, err := a.mappings(testNet(ModeNAT))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs := attRules(testKey, ms)
+	if len(rs) != 3 || countExpr[*expr.NAT](rs) != 3 {
+		t.Fatalf("%d rules, want 3 DNAT rules", len(rs))
+	}
+	els := attElems(testKey, ms)
+	if len(els[setPubAny]) != 2 || len(els[setPub4]) != 1 || len(els[setPub6]) != 0 {
+		t.Errorf("elements %v", els)
+	}
+	for _, e := range els[setPubAny] {
+		if e.VerdictData.Chain != "a-"+testKey.Hash() || e.Comment != testKey.Hash() {
+			t.Errorf("element %+v", e)
+		}
+	}
+}
+
+func TestIptRules(t *testing.T) {
+	n := testNet(ModeNAT)
+	n.Isolate = true
+	text := func(rs []iptRule) string {
+		var b strings.Builder
+		for _, r := range rs {
+			b.WriteString(r.Table + " " + r.Chain + " " + strings.Join(r.Spec, " ") + "\n")
+		}
+		return b.String()
+	}
+	v4 := text(iptNetRules(n, true))
+	for _, want := range []string{
+		"raw NETDRIVERS-RAW -i br1 -d 127.0.0.0/8 -j DROP",
+		"filter NETDRIVERS-DROP -o br1 ! -i br1 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP",
+		"filter NETDRIVERS-DROP -i br1 ! -o br1 -j NETDRIVERS-ISO-OUT",
+		"nat NETDRIVERS-POSTROUTING -s 10.1.0.0/24 ! -o br1 ! -d 224.0.0.0/4 -j MASQUERADE",
+		"nat NETDRIVERS-POSTROUTING -o br1 -s 127.0.0.0/8 -j MASQUERADE",
+	} {
+		if !strings.Contains(v4, want) {
+			t.Errorf("v4 rules lack %q:\n%s", want, v4)
+		}
+	}
+	if v6 := text(iptNetRules(n, false)); strings.Contains(v6, "127.0.0.0") || !strings.Contains(v6, "fd00::/64") {
+		t.Errorf("v6 rules:\n%s", v6)
+	}
+	ms, _ := (&Attachment{Key: testKey, Addrs: []netip.Addr{c4, c6}, Ports: []netconf.Port{port("tcp", "", 80, 8080)}}).mappings(n)
+	chain, jumps := iptAttRules(testKey, ms, false)
+	if len(chain) != 1 || !slices.Contains(chain[0].Spec, "[fd00::5]:8080") || jumps[0].Spec[len(jumps[0].Spec)-1] != "NDA-"+testKey.Hash() {
+		t.Errorf("v6 attachment rules: %v %v", chain, jumps)
+	}
+}
+
+func TestSplitRule(t *testing.T) {
+	got := splitRule(`-A NETDRIVERS-DNAT -p tcp -m tcp --dport 80 -m comment --comment "netdrivers ab net=n id=c if=eth0" -j NDA-ab`)
+	want := []string{"-p", "tcp", "-m", "tcp", "--dport", "80", "-m", "comment", "--comment", "netdrivers ab net=n id=c if=eth0", "-j", "NDA-ab"}
+	if !slices.Equal(got, want) {
+		t.Errorf("splitRule = %q, want %q", got, want)
+	}
+}
+
+func port(proto string, host string, hp, cp uint16) netconf.Port {
+	p := netconf.Port{Protocol: proto, HostPort: hp, ContainerPort: cp}
+	if host != "" {
+		p.HostIP = netip.MustParseAddr(host)
+	}
+	return p
+}
