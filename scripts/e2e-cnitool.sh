@@ -125,6 +125,46 @@ e2e_joinns() {
 	echo "ok   joinns.conflist"
 }
 
+# macvlan: two containers on a veth parent (the conflist's "master", the one
+# field a user sets; its peer is an outside host and the gateway) reach each
+# other and the outside; the node reaches them through the host shim, which
+# goes with the last attachment. cnitool runs in a throw-away node namespace.
+e2e_macvlan() {
+	local node out a b ra rb ipa ipb
+	node=$(newns macvlan-node)
+	out=$(newns macvlan-out)
+	ip -n "$node" link add nd-mvp0 type veth peer name eth0 netns "$out"
+	ip -n "$node" addr add 192.168.220.2/24 dev nd-mvp0
+	ip -n "$node" link set nd-mvp0 up
+	ip -n "$out" addr add 192.168.220.1/24 dev eth0
+	ip -n "$out" link set eth0 up
+	sed 's#"master": "eth1"#"master": "nd-mvp0"#' conf-examples/macvlan.conflist >"$NETCONFPATH/macvlan.conflist"
+	a=$(newns macvlan-a)
+	b=$(newns macvlan-b)
+	on() { NETDRIVERS_STATE_DIR=$work/state-macvlan nsenter --net="/run/netns/$node" "$@"; }
+	ra=$(on cnitool add nd-macvlan "/run/netns/$a")
+	rb=$(on cnitool add nd-macvlan "/run/netns/$b")
+	ipa=$(echo "$ra" | grep -o '192\.168\.220\.[0-9]*/24' | cut -d/ -f1)
+	ipb=$(echo "$rb" | grep -o '192\.168\.220\.[0-9]*/24' | cut -d/ -f1)
+	[ -n "$ipa" ] && [ -n "$ipb" ] && [ "$ipa" != "$ipb" ] || fail "macvlan: want two addresses in 192.168.220.0/24: $ra $rb"
+	# (grep without -q: with pipefail, -q can SIGPIPE the writer)
+	ip -n "$a" -d link show eth0 | grep 'macvlan mode bridge' >/dev/null || fail "macvlan: $a's eth0 is not a bridge-mode macvlan"
+	ip -n "$a" route | grep '^default via 192.168.220.1' >/dev/null || fail "macvlan: no default route via the gateway in $a"
+	ip netns exec "$a" busybox ping -c1 -W2 "$ipb" >/dev/null || fail "macvlan: $ipa cannot reach $ipb"
+	ip netns exec "$a" busybox ping -c1 -W2 192.168.220.1 >/dev/null || fail "macvlan: $ipa cannot reach the outside host"
+	ip netns exec "$node" busybox ping -c1 -W2 "$ipa" >/dev/null || fail "macvlan: the node cannot reach $ipa through the shim"
+	ip netns exec "$b" busybox ping -c1 -W2 192.168.220.2 >/dev/null || fail "macvlan: $ipb cannot reach the node"
+	on cnitool check nd-macvlan "/run/netns/$a" || fail "macvlan: CHECK failed"
+	on cnitool del nd-macvlan "/run/netns/$a" || fail "macvlan: DEL failed"
+	ip netns exec "$node" busybox ping -c1 -W2 "$ipb" >/dev/null || fail "macvlan: the shim went with the first DEL"
+	on cnitool del nd-macvlan "/run/netns/$b" || fail "macvlan: DEL failed"
+	on cnitool del nd-macvlan "/run/netns/$b" || fail "macvlan: second DEL failed"
+	! ip -n "$node" -br link | grep '^mvshim' >/dev/null || fail "macvlan: the shim outlived the last attachment"
+	! ip -n "$a" -br link | grep '^eth0' >/dev/null || fail "macvlan: DEL left eth0 in $a"
+	! ls /var/lib/cni/networks/nd-macvlan 2>/dev/null | grep '^192' >/dev/null || fail "macvlan: DEL left addresses in the store"
+	echo "ok   macvlan.conflist"
+}
+
 for f in conf-examples/*.conflist; do
 	name=$(basename "$f" .conflist)
 	fn="e2e_${name//-/_}"

@@ -270,7 +270,17 @@ func (s *shim) ensureNet(ctx context.Context, link netlink.Link, c *Conf, networ
 func (s *shim) allocate(ctx context.Context, network string) ([]netip.Addr, error) {
 	pc := *s.ipam
 	pc.Requested = nil // the container's requested IPs are not the shim's
-	res, err := ipam.Allocate(ctx, &pc, shimPoolKey(network, s.parent))
+	key := shimPoolKey(network, s.parent)
+	// A shim whose state was lost (a wiped state dir) still holds its
+	// entry in the pool: take it again.
+	if held, err := ipam.Addresses(ctx, &pc, key); err == nil && len(held) > 0 {
+		var out []netip.Addr
+		for _, p := range held {
+			out = append(out, p.Addr())
+		}
+		return out, nil
+	}
+	res, err := ipam.Allocate(ctx, &pc, key)
 	if err != nil {
 		return nil, fmt.Errorf("address for the host shim: %w", err)
 	}
