@@ -23,6 +23,7 @@ func TestMacvlanBadInput(t *testing.T) {
 	held := l.list(t, "1.0.0", nil)
 	holder := l.attach(t, held) // holds an address to collide with
 	heldIP := holder.ip(false)
+	holderMAC := holder.res.Interfaces[0].Mac
 	cases := []struct {
 		name  string
 		extra map[string]any
@@ -50,6 +51,11 @@ func TestMacvlanBadInput(t *testing.T) {
 		{"hostShimIP without hostShim", map[string]any{"hostShimIP": "192.0.2.9"}, nil, 7, []string{"hostShimIP"}},
 		{"hostShimIP not an address", map[string]any{"hostShim": true, "hostShimIP": "nope"}, nil, 7, []string{"nope"}},
 		{"hostShim with linkInContainer", map[string]any{"hostShim": true, "linkInContainer": true}, nil, 7, []string{"linkInContainer"}},
+		{"hostShim with delegated ipam and no hostShimIP", map[string]any{"hostShim": true, "ipam": map[string]any{"type": "static"}},
+			nil, 7, []string{"hostShimIP", "static"}},
+		{"two hostShimIP of one family", map[string]any{"hostShim": true, "hostShimIP": []string{"192.0.2.8", "192.0.2.9"}},
+			nil, 7, []string{"192.0.2.8", "192.0.2.9"}},
+		{"mac in use on the parent", map[string]any{"mac": holderMAC}, nil, 7, []string{holderMAC, l.parent}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/netdrivers/netdrivers/pkg/cnierr"
 	"github.com/netdrivers/netdrivers/pkg/cniplugin"
@@ -61,6 +63,10 @@ func add(ctx context.Context, r *cniplugin.Request[*Conf]) (_ *current.Result, e
 	res := &current.Result{Interfaces: []*current.Interface{{
 		Name: r.Key.IfName, Mac: link.Attrs().HardwareAddr.String(), Sandbox: r.NetNSPath}}}
 	if err := configure(ctx, r, link, res, &u); err != nil {
+		if errors.Is(err, unix.EADDRINUSE) { // the kernel checks at link up
+			return nil, cnierr.Errorf(cnierr.InvalidConfig, "mac %s is already used by another macvlan on %q: %w",
+				link.Attrs().HardwareAddr, parent.Attrs().Name, err)
+		}
 		return nil, err
 	}
 	if c.HostShim {
