@@ -15,7 +15,6 @@ import (
 
 	"github.com/netdrivers/netdrivers/pkg/cnierr"
 	"github.com/netdrivers/netdrivers/pkg/netconf"
-	"github.com/netdrivers/netdrivers/pkg/safefile"
 )
 
 // The built-in host-local verbs. Each takes the network's lock once, for
@@ -25,7 +24,7 @@ import (
 func ownerOf(key netconf.Key) owner { return owner{ID: key.ContainerID, IfName: key.IfName} }
 
 func bootID() string {
-	b, err := safefile.BootID()
+	b, err := readProc("/proc/sys/kernel/random/boot_id")
 	if err != nil || !validBoot(b) {
 		return ""
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -20,7 +21,7 @@ import (
 //	  last_reserved_ip.<N>  the last address handed out from range set N
 //	  .netdrivers/          ours: the reverse index (the reference's walk reads
 //	    state               these files, but their content never matches an entry)
-//	    <hash>              one record per attachment: its addresses
+//	    b-00 .. b-ff        records (an attachment's addresses), bucketed by hash
 const (
 	lockName     = "lock"
 	lastIPPrefix = "last_reserved_ip."
@@ -29,8 +30,8 @@ const (
 
 	// maxEntrySize bounds an address file: a container ID and an ifname.
 	maxEntrySize = 1024
-	// maxIndexSize bounds a record or the state file.
-	maxIndexSize = 16 << 10
+	// maxIndexSize bounds a bucket of the index or the state file.
+	maxIndexSize = 4 << 20
 
 	recordMagic = "# netdrivers host-local reverse index v1"
 	stateMagic  = "# netdrivers host-local index state v1"
@@ -116,52 +117,84 @@ type recordIP struct {
 	Boot string
 }
 
-// encode renders a record. The content starts with '#' and holds no '\r',
-// so the reference's walk, which compares trimmed content with
-// "<id>\r\n<ifname>" or "<id>", can never take it for an entry.
-func (r *record) encode() []byte {
+// The index is 256 bucket files, .netdrivers/b-00 to b-ff: an owner's
+// record lives in the bucket named by the first two hex digits of its
+// hash. A lookup reads one small file; an update rewrites it in place
+// (no file is created or renamed in the steady state, which on ext4 costs
+// more than everything else a call does).
+const (
+	bucketPrefix = "b-"
+	bucketAlign  = 512 // buckets are padded with newlines to a multiple of this
+	stateSize    = 256 // the state file is padded to exactly this
+)
+
+func bucketOf(o owner) string { return bucketPrefix + o.hash()[:2] }
+
+func isBucketName(name string) bool {
+	if len(name) != len(bucketPrefix)+2 || !strings.HasPrefix(name, bucketPrefix) {
+		return false
+	}
+	_, err := hex.DecodeString(name[len(bucketPrefix):])
+	return err == nil && strings.ToLower(name) == name
+}
+
+// encodeBucket renders records, sorted by owner. The content starts with
+// '#' and holds no '\r', so the reference's walk, which compares trimmed
+// content with "<id>\r\n<ifname>" or "<id>", never takes it for an entry.
+func encodeBucket(recs []*record) []byte {
+	recs = slices.Clone(recs)
+	slices.SortFunc(recs, func(a, b *record) int {
+		return strings.Compare(a.Owner.ID+"\x00"+a.Owner.IfName, b.Owner.ID+"\x00"+b.Owner.IfName)
+	})
 	var b bytes.Buffer
 	b.WriteString(recordMagic + "\n")
-	fmt.Fprintf(&b, "owner %s %s\n", quote(r.Owner.ID), quote(r.Owner.IfName))
-	for _, ip := range r.IPs {
-		fmt.Fprintf(&b, "ip %s %s\n", ip.IP, orDefault(ip.Boot, "-"))
+	for _, r := range recs {
+		if len(r.IPs) == 0 {
+			continue
+		}
+		fmt.Fprintf(&b, "owner %s %s\n", quote(r.Owner.ID), quote(r.Owner.IfName))
+		for _, ip := range r.IPs {
+			fmt.Fprintf(&b, "ip %s %s\n", ip.IP, orDefault(ip.Boot, "-"))
+		}
+	}
+	if pad := (bucketAlign - b.Len()%bucketAlign) % bucketAlign; pad > 0 {
+		b.Write(bytes.Repeat([]byte{'\n'}, pad))
 	}
 	return b.Bytes()
 }
 
-func parseRecord(data []byte) (*record, error) {
+// parseBucket reads a bucket: owner lines, each followed by its ip lines.
+func parseBucket(data []byte) ([]*record, error) {
 	lines, err := indexLines(data, recordMagic)
 	if err != nil {
 		return nil, err
 	}
-	r := &record{}
-	for i, f := range lines {
+	var out []*record
+	for _, f := range lines {
 		switch {
-		case i == 0 && len(f) == 3 && f[0] == "owner":
+		case len(f) == 3 && f[0] == "owner":
 			id, err1 := strconv.Unquote(f[1])
 			ifname, err2 := strconv.Unquote(f[2])
 			if err1 != nil || err2 != nil || id == "" {
-				return nil, fmt.Errorf("record: bad owner line %q", strings.Join(f, " "))
+				return nil, fmt.Errorf("index: bad owner line %q", strings.Join(f, " "))
 			}
-			r.Owner = owner{ID: id, IfName: ifname}
-		case i > 0 && len(f) == 3 && f[0] == "ip":
+			out = append(out, &record{Owner: owner{ID: id, IfName: ifname}})
+		case len(f) == 3 && f[0] == "ip" && len(out) > 0:
 			ip, ok := parseIPName(f[1])
 			if !ok || !validBoot(f[2]) {
-				return nil, fmt.Errorf("record: bad ip line %q", strings.Join(f, " "))
+				return nil, fmt.Errorf("index: bad ip line %q", strings.Join(f, " "))
 			}
 			boot := f[2]
 			if boot == "-" {
 				boot = ""
 			}
+			r := out[len(out)-1]
 			r.IPs = append(r.IPs, recordIP{IP: ip, Boot: boot})
 		default:
-			return nil, fmt.Errorf("record: unexpected line %q", strings.Join(f, " "))
+			return nil, fmt.Errorf("index: unexpected line %q", strings.Join(f, " "))
 		}
 	}
-	if r.Owner.ID == "" {
-		return nil, errors.New("record: no owner")
-	}
-	return r, nil
+	return out, nil
 }
 
 // quote is a Go string literal with spaces escaped too, so that a record
@@ -186,7 +219,20 @@ type dirStamp struct {
 
 func (s *indexState) encode() []byte {
 	d := s.Dir
-	return fmt.Appendf(nil, "%s\nboot %s\ndir %d %d %d %d %d\n", stateMagic, orDefault(s.Boot, "-"), d.Dev, d.Ino, d.Size, d.Sec, d.Nsec)
+	return padState(fmt.Appendf(nil, "%s\nboot %s\ndir %d %d %d %d %d\n", stateMagic, orDefault(s.Boot, "-"), d.Dev, d.Ino, d.Size, d.Sec, d.Nsec))
+}
+
+// dirtyState marks the index as being changed: whoever finds it (after a
+// crash) rebuilds.
+var dirtyState = padState([]byte(stateMagic + "\ndirty\n"))
+
+// padState pads with newlines to stateSize, so the state is always
+// rewritten in place over the same bytes.
+func padState(b []byte) []byte {
+	if len(b) < stateSize {
+		b = append(b, bytes.Repeat([]byte{'\n'}, stateSize-len(b))...)
+	}
+	return b
 }
 
 func parseState(data []byte) (*indexState, error) {

@@ -6,24 +6,20 @@ import (
 	"fmt"
 	"log"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"slices"
-	"strings"
 
 	"golang.org/x/sys/unix"
 
-	"github.com/netdrivers/netdrivers/pkg/safefile"
 )
 
-// The reverse index maps an attachment to its addresses, one small record
-// per attachment in <network>/.netdrivers/, so that DEL, CHECK and
-// Addresses read one record and the entries it names instead of walking
-// every address file.
+// The reverse index maps an attachment to its addresses (records in 256
+// bucket files under <network>/.netdrivers/), so that DEL, CHECK and
+// Addresses read one small file and the entries it names instead of
+// walking every address file.
 //
 // Fast: a call stats the network directory once and compares it with the
-// stamp the last writer recorded (state); when they agree the index is
-// complete and trusted.
+// stamp the last writer recorded in the state file; when they agree the
+// index is complete and trusted. Updates rewrite one bucket in place.
 //
 // Correct beside the reference binary: it does not know the index, but
 // every change it makes (creating or removing an address file) changes
@@ -31,9 +27,13 @@ import (
 // own changes commit sets the mtime one nanosecond back, to a value no
 // later change can produce, even within the same clock tick. So any
 // foreign change, however soon after ours, makes the stamps differ and
-// the next call rebuilds the index with one walk. Stale records are
-// harmless besides: every address a record names is checked against its
-// file before it is reported or removed.
+// the next call rebuilds the index with one walk.
+//
+// Correct across our own crashes: before its first change a call marks the
+// state dirty, and only the last step of a call that got everything done
+// records the stamp again. Stale records are harmless besides: every
+// address a record names is checked against its file before it is
+// reported or removed.
 
 // sync makes the index trustworthy for this call: one fstat in the steady
 // state, a rebuild after a foreign change, a crash, or a new boot (which
@@ -45,6 +45,7 @@ func (s *store) sync() error {
 	}
 	state := s.readState()
 	if state != nil && state.Boot == s.boot && state.Dir == st {
+		s.trusted = true
 		return nil
 	}
 	_, err = s.rebuild(rebuildOpts{reclaim: state == nil || state.Boot != s.boot})
@@ -60,7 +61,11 @@ func (s *store) stamp() (dirStamp, error) {
 }
 
 func (s *store) readState() *indexState {
-	data, err := readAt(s.fd, filepath.Join(indexDirName, stateName), maxIndexSize)
+	ifd, err := s.indexFD(false)
+	if err != nil || ifd < 0 {
+		return nil
+	}
+	data, err := readAt(ifd, stateName, maxIndexSize)
 	if err != nil {
 		return nil
 	}
@@ -71,15 +76,34 @@ func (s *store) readState() *indexState {
 	return st
 }
 
+// willChange is called before every change to the store: the first one
+// of a call marks a trusted index dirty, so that a crash before commit
+// leaves it untrusted.
+func (s *store) willChange() {
+	if s.changed {
+		return
+	}
+	s.changed = true
+	if !s.trusted {
+		return // untrusted already: the stamp differs until commit
+	}
+	ifd, err := s.indexFD(true)
+	if err == nil {
+		err = writeInPlace(ifd, stateName, dirtyState)
+	}
+	if err != nil {
+		s.indexErr = errors.Join(s.indexErr, fmt.Errorf("mark index dirty: %w", err))
+	}
+}
+
 // commit records the directory's stamp after this call's changes, so the
 // next call can trust the index. It first moves the mtime one nanosecond
-// back (see above). If anything fails, the state is removed instead and
+// back (see above). If anything failed, the state is removed instead and
 // the next call rebuilds.
 func (s *store) commit() {
-	statePath := filepath.Join(s.dir, indexDirName, stateName)
-	err := s.indexErr
+	ifd, err := s.indexFD(true)
 	if err == nil {
-		err = s.ensureIndexDir()
+		err = s.indexErr
 	}
 	var st dirStamp
 	if err == nil {
@@ -94,98 +118,130 @@ func (s *store) commit() {
 	}
 	if err == nil {
 		state := indexState{Boot: s.boot, Dir: st}
-		err = safefile.WriteAtomic(statePath, state.encode(), 0o600)
+		err = writeInPlace(ifd, stateName, state.encode())
 	}
 	if err != nil {
-		os.Remove(statePath)
+		if ifd >= 0 {
+			unix.Unlinkat(ifd, stateName, 0)
+		}
 		log.Printf("ipam: %s: index not recorded, the next call rebuilds it: %v", s.dir, err)
 	}
 }
 
-// ensureIndexDir makes .netdrivers a real directory: a symlink or a file
-// in its place is removed, never followed.
-func (s *store) ensureIndexDir() error {
-	var st unix.Stat_t
-	err := unix.Fstatat(s.fd, indexDirName, &st, unix.AT_SYMLINK_NOFOLLOW)
-	if err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
-		return nil
+// indexFD opens .netdrivers once per call (creating it if asked). A
+// symlink or a file in its place is removed, never followed. -1 without
+// error: there is no index directory.
+func (s *store) indexFD(create bool) (int, error) {
+	if s.ifd >= 0 {
+		return s.ifd, nil
 	}
+	fd, err := unix.Openat(s.fd, indexDirName, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err == nil {
+		s.ifd = fd
+		return fd, nil
+	}
+	if !create {
+		return -1, nil
+	}
+	if !errors.Is(err, unix.ENOENT) { // ELOOP, ENOTDIR: not ours to follow
 		if err := unix.Unlinkat(s.fd, indexDirName, 0); err != nil {
-			return storeErr("remove %s/%s (not a directory): %w", s.dir, indexDirName, err)
+			return -1, storeErr("remove %s/%s (not a directory): %w", s.dir, indexDirName, err)
 		}
 	}
 	if err := unix.Mkdirat(s.fd, indexDirName, 0o700); err != nil && !errors.Is(err, unix.EEXIST) {
-		return storeErr("create %s/%s: %w", s.dir, indexDirName, err)
+		return -1, storeErr("create %s/%s: %w", s.dir, indexDirName, err)
 	}
-	s.changed = true
-	return nil
+	fd, err = unix.Openat(s.fd, indexDirName, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, storeErr("open %s/%s: %w", s.dir, indexDirName, err)
+	}
+	s.ifd = fd
+	return fd, nil
+}
+
+// bucket returns the records of a bucket file, read once per call. A
+// missing or unreadable bucket is empty (an unreadable one is rewritten by
+// the next rebuild, which the stamp protocol guarantees before it matters).
+func (s *store) bucket(name string) []*record {
+	if recs, ok := s.buckets[name]; ok {
+		return recs
+	}
+	var recs []*record
+	if ifd, err := s.indexFD(false); err == nil && ifd >= 0 {
+		if data, err := readAt(ifd, name, maxIndexSize); err == nil {
+			recs, _ = parseBucket(data)
+		}
+	}
+	if s.buckets == nil {
+		s.buckets = map[string][]*record{}
+	}
+	s.buckets[name] = recs
+	return recs
 }
 
 // readRecord returns o's record, or an empty one.
 func (s *store) readRecord(o owner) *record {
-	data, err := readAt(s.fd, filepath.Join(indexDirName, o.hash()), maxIndexSize)
-	if err != nil {
-		return &record{Owner: o}
-	}
-	r, err := parseRecord(data)
-	if err != nil || r.Owner != o {
-		return &record{Owner: o}
-	}
-	return r
-}
-
-// writeRecord stores r, or removes it when it holds nothing. A failure
-// leaves the index untrusted for the next call, never this call's result
-// wrong.
-func (s *store) writeRecord(r *record) {
-	s.changed = true
-	if err := s.ensureIndexDir(); err != nil {
-		s.indexErr = errors.Join(s.indexErr, err)
-		return
-	}
-	p := filepath.Join(s.dir, indexDirName, r.Owner.hash())
-	var err error
-	if len(r.IPs) == 0 {
-		if err = os.Remove(p); errors.Is(err, os.ErrNotExist) {
-			err = nil
+	for _, r := range s.bucket(bucketOf(o)) {
+		if r.Owner == o {
+			return &record{Owner: o, IPs: slices.Clone(r.IPs)}
 		}
-	} else {
-		err = safefile.WriteAtomic(p, r.encode(), 0o600)
+	}
+	return &record{Owner: o}
+}
+
+// writeRecord stores r in its bucket (removing it when it holds nothing).
+// A failure leaves the index untrusted for the next call, never this
+// call's result wrong.
+func (s *store) writeRecord(r *record) {
+	name := bucketOf(r.Owner)
+	var recs []*record
+	for _, x := range s.bucket(name) {
+		if x.Owner != r.Owner {
+			recs = append(recs, x)
+		}
+	}
+	if len(r.IPs) > 0 {
+		recs = append(recs, &record{Owner: r.Owner, IPs: slices.Clone(r.IPs)})
+	}
+	s.writeBucket(name, recs)
+}
+
+func (s *store) writeBucket(name string, recs []*record) {
+	s.willChange()
+	if s.buckets == nil {
+		s.buckets = map[string][]*record{}
+	}
+	s.buckets[name] = recs
+	ifd, err := s.indexFD(true)
+	if err == nil {
+		err = writeInPlace(ifd, name, encodeBucket(recs))
 	}
 	if err != nil {
-		s.indexErr = errors.Join(s.indexErr, fmt.Errorf("write index record: %w", err))
+		s.indexErr = errors.Join(s.indexErr, fmt.Errorf("write index %s: %w", name, err))
 	}
 }
 
-// readRecords reads every record of the index, keyed by file name.
-func (s *store) readRecords() map[string]*record {
-	out := map[string]*record{}
-	f, err := os.Open(filepath.Join(s.dir, indexDirName))
+// readIndex reads every bucket (a rebuild's view of the old index) and
+// removes whatever else is in the index directory: temporaries of a
+// crash, files of older layouts, garbage.
+func (s *store) readIndex() map[string][]*record {
+	out := map[string][]*record{}
+	ifd, err := s.indexFD(false)
+	if err != nil || ifd < 0 {
+		return out
+	}
+	names, err := readDirNames(ifd)
 	if err != nil {
 		return out
 	}
-	names, _ := f.Readdirnames(-1)
-	f.Close()
 	for _, name := range names {
-		if safefile.IsTemp(name) { // a crash's leftover
-			unix.Unlinkat(s.fd, filepath.Join(indexDirName, name), 0)
-			continue
+		switch {
+		case name == stateName:
+		case isBucketName(name):
+			out[name] = s.bucket(name)
+		default:
+			unix.Unlinkat(ifd, name, 0)
 		}
-		if name == stateName {
-			continue
-		}
-		data, err := readAt(s.fd, filepath.Join(indexDirName, name), maxIndexSize)
-		if err != nil {
-			out[name] = nil
-			continue
-		}
-		r, err := parseRecord(data)
-		if err != nil || r.Owner.hash() != name {
-			out[name] = nil // garbage: removed by the rebuild
-			continue
-		}
-		out[name] = r
 	}
 	return out
 }
@@ -204,17 +260,14 @@ func (s *store) rebuild(o rebuildOpts) ([]entry, error) {
 	if err != nil {
 		return nil, err
 	}
-	old := s.readRecords()
+	old := s.readIndex()
 	var errs []error
 	var kept []entry
 	var cut *reclaimCut
 	for _, name := range names {
 		ip, ok := parseIPName(name)
 		if !ok {
-			if strings.HasPrefix(name, "."+lastIPPrefix) && safefile.IsTemp(name) {
-				s.removeName(name) // our crash's leftover
-			}
-			continue
+			continue // lock, last_reserved_ip.N, the index, anything else
 		}
 		e := entry{IP: ip}
 		e.Owner, e.Err = s.readEntry(ip)
@@ -247,6 +300,7 @@ func (s *store) rebuild(o rebuildOpts) ([]entry, error) {
 		kept = append(kept, e)
 	}
 	s.writeIndex(kept, old)
+	s.changed = true // commit records the stamp the rebuilt index matches
 	return kept, errors.Join(errs...)
 }
 
@@ -265,11 +319,14 @@ func describe(e entry) string {
 	return e.Owner.String()
 }
 
-func bootOf(old map[string]*record, e entry) string {
+func bootOf(old map[string][]*record, e entry) string {
 	if e.Err != nil {
 		return ""
 	}
-	if r := old[e.Owner.hash()]; r != nil && r.Owner == e.Owner {
+	for _, r := range old[bucketOf(e.Owner)] {
+		if r.Owner != e.Owner {
+			continue
+		}
 		for _, rip := range r.IPs {
 			if rip.IP == e.IP {
 				return rip.Boot
@@ -279,34 +336,33 @@ func bootOf(old map[string]*record, e entry) string {
 	return ""
 }
 
-// writeIndex rewrites the records to match the entries, touching only
-// records whose content changes.
-func (s *store) writeIndex(entries []entry, old map[string]*record) {
-	recs := map[string]*record{}
+// writeIndex rewrites the buckets to match the entries, touching only
+// those whose content changes.
+func (s *store) writeIndex(entries []entry, old map[string][]*record) {
+	byOwner := map[owner]*record{}
+	buckets := map[string][]*record{}
+	for name := range old {
+		buckets[name] = nil
+	}
 	for _, e := range entries {
 		if e.Err != nil {
 			continue
 		}
-		h := e.Owner.hash()
-		if recs[h] == nil {
-			recs[h] = &record{Owner: e.Owner}
+		r := byOwner[e.Owner]
+		if r == nil {
+			r = &record{Owner: e.Owner}
+			byOwner[e.Owner] = r
+			buckets[bucketOf(e.Owner)] = append(buckets[bucketOf(e.Owner)], r)
 		}
-		recs[h].IPs = append(recs[h].IPs, recordIP{IP: e.IP, Boot: e.Boot})
+		r.IPs = append(r.IPs, recordIP{IP: e.IP, Boot: e.Boot})
 	}
-	for h, r := range recs {
-		slices.SortFunc(r.IPs, func(a, b recordIP) int { return a.IP.Compare(b.IP) })
-		if o := old[h]; o != nil && bytes.Equal(o.encode(), r.encode()) {
+	for name, recs := range buckets {
+		for _, r := range recs {
+			slices.SortFunc(r.IPs, func(a, b recordIP) int { return a.IP.Compare(b.IP) })
+		}
+		if o, ok := old[name]; ok && bytes.Equal(encodeBucket(o), encodeBucket(recs)) {
 			continue
 		}
-		s.writeRecord(r)
+		s.writeBucket(name, recs)
 	}
-	for h := range old {
-		if recs[h] == nil {
-			s.changed = true
-			if err := unix.Unlinkat(s.fd, filepath.Join(indexDirName, h), 0); err != nil && !errors.Is(err, unix.ENOENT) {
-				s.indexErr = errors.Join(s.indexErr, err)
-			}
-		}
-	}
-	s.changed = true
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -12,25 +11,26 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/netdrivers/netdrivers/pkg/safefile"
 )
 
 // store is one network's directory of the host-local store, opened and
 // locked for one operation. Every method runs under the lock.
 type store struct {
-	dir  string // <dataDir>/<network>
-	fd   int    // the open directory; entries are reached relative to it
-	lock *safefile.Lock
-	boot string // this boot's ID
-	conf *Config
+	dir    string // <dataDir>/<network>
+	fd     int    // the open directory; entries are reached relative to it
+	ifd    int    // the open index directory, or -1
+	unlock func()
+	boot   string // this boot's ID
+	conf   *Config
 
 	tmp      int    // an unnamed file holding tmpOwner's entry, or -1
 	tmpOwner string // content of tmp
 	tmpPath  string // set when tmp has a name (no O_TMPFILE support)
 
-	changed  bool  // this call changed the directory or the index
-	indexErr error // an index write failed: the next call must rebuild
+	trusted  bool                 // the index matched the directory when the call began
+	changed  bool                 // this call changed the directory or the index
+	indexErr error                // an index write failed: the next call must rebuild
+	buckets  map[string][]*record // index buckets read (or written) by this call
 }
 
 var errNoEntry = errors.New("no such address entry")
@@ -39,28 +39,25 @@ var errNoEntry = errors.New("no such address entry")
 // does not exist yet gives (nil, nil): nobody holds anything.
 func openStore(ctx context.Context, c *Config, boot string, create bool) (*store, error) {
 	dir := filepath.Join(c.DataDir, c.network)
-	if create {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ENOENT) && create {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, storeErr("create %s: %w", dir, err)
 		}
-	} else if _, err := os.Stat(filepath.Join(dir, lockName)); errors.Is(err, os.ErrNotExist) {
-		if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
-			return nil, nil
-		}
+		fd, err = unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	}
-	l, err := safefile.Acquire(ctx, filepath.Join(dir, lockName))
-	if err != nil {
-		if errors.Is(err, safefile.ErrLockTimeout) {
-			return nil, err
-		}
-		return nil, storeErr("lock %s: %w", dir, err)
+	if errors.Is(err, unix.ENOENT) {
+		return nil, nil
 	}
-	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		l.Unlock()
 		return nil, storeErr("open %s: %w", dir, err)
 	}
-	return &store{dir: dir, fd: fd, lock: l, boot: boot, conf: c, tmp: -1}, nil
+	unlock, err := lockAt(ctx, fd, dir)
+	if err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return &store{dir: dir, fd: fd, ifd: -1, unlock: unlock, boot: boot, conf: c, tmp: -1}, nil
 }
 
 // close records the index state when this call changed something, then
@@ -73,8 +70,11 @@ func (s *store) close() {
 		s.commit()
 	}
 	s.dropTmp()
+	if s.ifd >= 0 {
+		unix.Close(s.ifd)
+	}
 	unix.Close(s.fd)
-	s.lock.Unlock()
+	s.unlock()
 }
 
 func storeErr(format string, args ...any) error {
@@ -94,6 +94,7 @@ func (s *store) reserve(ip netip.Addr, o owner) (bool, error) {
 		}
 	}
 	name := ip.String()
+	s.willChange()
 	var err error
 	if s.tmpPath != "" {
 		err = unix.Linkat(unix.AT_FDCWD, s.tmpPath, s.fd, name, 0)
@@ -109,7 +110,6 @@ func (s *store) reserve(ip netip.Addr, o owner) (bool, error) {
 	case err != nil:
 		return false, storeErr("create %s/%s: %w", s.dir, name, err)
 	}
-	s.changed = true
 	s.dropTmp() // linked: the next reservation needs a file of its own
 	return true, nil
 }
@@ -184,38 +184,6 @@ func (s *store) readSmall(name string, max int) ([]byte, error) {
 	return readAt(s.fd, name, max)
 }
 
-func readAt(dirfd int, name string, max int) ([]byte, error) {
-	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-	switch {
-	case errors.Is(err, unix.ENOENT):
-		return nil, errNoEntry
-	case errors.Is(err, unix.ELOOP):
-		return nil, fmt.Errorf("%s: %w: a symlink", name, errGarbage)
-	case err != nil:
-		return nil, storeErr("open %s: %w", name, err)
-	}
-	f := os.NewFile(uintptr(fd), name)
-	defer f.Close()
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		return nil, storeErr("stat %s: %w", name, err)
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return nil, fmt.Errorf("%s: %w: not a regular file", name, errGarbage)
-	}
-	if st.Size > int64(max) {
-		return nil, fmt.Errorf("%s: %w: %d bytes", name, errGarbage, st.Size)
-	}
-	data, err := io.ReadAll(io.LimitReader(f, int64(max)+1))
-	if err != nil {
-		return nil, storeErr("read %s: %w", name, err)
-	}
-	if len(data) > max {
-		return nil, fmt.Errorf("%s: %w: more than %d bytes", name, errGarbage, max)
-	}
-	return data, nil
-}
-
 // remove deletes ip's address file (a symlink itself, never its target);
 // a missing file is success.
 func (s *store) remove(ip netip.Addr) error {
@@ -223,6 +191,7 @@ func (s *store) remove(ip netip.Addr) error {
 }
 
 func (s *store) removeName(name string) error {
+	s.willChange()
 	err := unix.Unlinkat(s.fd, name, 0)
 	if errors.Is(err, unix.ENOENT) {
 		return nil
@@ -230,7 +199,6 @@ func (s *store) removeName(name string) error {
 	if err != nil {
 		return storeErr("remove %s/%s: %w", s.dir, name, err)
 	}
-	s.changed = true
 	return nil
 }
 
@@ -250,24 +218,30 @@ func (s *store) lastReserved(set int) netip.Addr {
 // setLastReserved replaces last_reserved_ip.<set> (by rename: a symlink in
 // its place is replaced, not followed).
 func (s *store) setLastReserved(set int, ip netip.Addr) error {
-	s.changed = true
-	p := filepath.Join(s.dir, lastIPPrefix+strconv.Itoa(set))
-	if err := safefile.WriteAtomic(p, []byte(ip.String()), 0o600); err != nil {
-		return storeErr("write %s: %w", p, err)
+	s.willChange()
+	if err := writeInPlace(s.fd, lastIPPrefix+strconv.Itoa(set), []byte(ip.String())); err != nil {
+		return storeErr("%s: %w", s.dir, err)
 	}
 	return nil
 }
 
 // names lists the directory.
 func (s *store) names() ([]string, error) {
-	f, err := os.Open(s.dir)
-	if err != nil {
-		return nil, storeErr("list %s: %w", s.dir, err)
-	}
-	defer f.Close()
-	names, err := f.Readdirnames(-1)
+	names, err := readDirNames(s.fd)
 	if err != nil {
 		return nil, storeErr("list %s: %w", s.dir, err)
 	}
 	return names, nil
+}
+
+// readDirNames lists the directory open at dirfd (through a fresh
+// descriptor, so dirfd's offset is untouched).
+func readDirNames(dirfd int) ([]string, error) {
+	fd, err := unix.Openat(dirfd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), ".")
+	defer f.Close()
+	return f.Readdirnames(-1)
 }

@@ -204,9 +204,9 @@ func TestIndexRecoversFromDamage(t *testing.T) {
 		}
 	}
 	idx := filepath.Join(netDir(c), indexDirName)
-	// Garbage in a record, a record deleted, the state made a symlink.
-	os.WriteFile(filepath.Join(idx, owner{ID: "a", IfName: "eth0"}.hash()), []byte("garbage"), 0o600)
-	os.Remove(filepath.Join(idx, owner{ID: "b", IfName: "eth0"}.hash()))
+	// Garbage in a bucket, a bucket deleted, the state made a symlink.
+	os.WriteFile(filepath.Join(idx, bucketOf(owner{ID: "a", IfName: "eth0"})), []byte("garbage"), 0o600)
+	os.Remove(filepath.Join(idx, bucketOf(owner{ID: "b", IfName: "eth0"})))
 	os.Remove(filepath.Join(idx, stateName))
 	os.Symlink("/etc/hostname", filepath.Join(idx, stateName))
 	for _, id := range []string{"a", "b", "c"} {
@@ -381,7 +381,7 @@ func TestBootReclaim(t *testing.T) {
 	// written then.
 	idx := filepath.Join(netDir(c), indexDirName)
 	rec := &record{Owner: owner{ID: "old", IfName: "eth0"}, IPs: []recordIP{{IP: netip.MustParseAddr("10.14.0.2"), Boot: "00000000-1111-2222-3333-444444444444"}}}
-	os.WriteFile(filepath.Join(idx, rec.Owner.hash()), rec.encode(), 0o600)
+	os.WriteFile(filepath.Join(idx, bucketOf(rec.Owner)), encodeBucket([]*record{rec}), 0o600)
 	st := indexState{Boot: "00000000-1111-2222-3333-444444444444"}
 	os.WriteFile(filepath.Join(idx, stateName), st.encode(), 0o600)
 	// This boot began an hour ago: the reference's entry is from this boot.
