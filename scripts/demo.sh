@@ -136,7 +136,65 @@ demo_joinns() {
 	fetch nd-demo-app http://127.0.0.1:8081/
 }
 
+demo_macvlan() {
+	section "macvlan: Docker's macvlan driver (containers appear on the LAN with MACs of their own)"
+	echo "The \"node\" is a throw-away namespace whose LAN link is a veth (mvlan0, 192.168.220.2/24);"
+	echo "its peer plays another host on the LAN and the router (192.168.220.1). cnitool runs in the node."
+	newns nd-demo-mvnode
+	newns nd-demo-mvlan
+	ip -n nd-demo-mvnode link add mvlan0 type veth peer name eth0 netns nd-demo-mvlan
+	ip -n nd-demo-mvnode addr add 192.168.220.2/24 dev mvlan0
+	ip -n nd-demo-mvnode link set mvlan0 up
+	ip -n nd-demo-mvnode link set lo up
+	ip -n nd-demo-mvlan addr add 192.168.220.1/24 dev eth0
+	ip -n nd-demo-mvlan link set eth0 up
+	onmv() { NETDRIVERS_STATE_DIR=$work/state-macvlan nsenter --net=/run/netns/nd-demo-mvnode "$@"; }
+	mvattach() {
+		say "cnitool add $1 /run/netns/$2"
+		onmv cnitool add "$1" "/run/netns/$2" | head -c 2000
+		echo
+		teardown+=("onmv cnitool del $1 /run/netns/$2")
+	}
+	mvip() { ip -n "$1" -4 -br addr show eth0 | awk '{print $3}' | cut -d/ -f1; }
+	sed 's#"master": "eth1"#"master": "mvlan0"#' conf-examples/macvlan.conflist >"$NETCONFPATH/macvlan.conflist"
+	say "macvlan.conflist: \"master\": \"mvlan0\"   # the one field a user sets; \"hostShim\": true"
+	newns nd-demo-mva
+	newns nd-demo-mvb
+	mvattach nd-macvlan nd-demo-mva
+	mvattach nd-macvlan nd-demo-mvb
+	sees nd-demo-mva
+	say "ip -n nd-demo-mva -d link show eth0   # a macvlan on the node's mvlan0, its own MAC"
+	ip -n nd-demo-mva -d link show eth0 | sed -n '1,3p'
+	local a b
+	a=$(mvip nd-demo-mva)
+	b=$(mvip nd-demo-mvb)
+	echo "The containers reach each other and the LAN; the node reaches them through its shim:"
+	reach nd-demo-mva "$b"
+	reach nd-demo-mva 192.168.220.1
+	reach nd-demo-mvnode "$a"
+	reach nd-demo-mvnode "$b"
+	reach nd-demo-mvb 192.168.220.2
+	say "ip -n nd-demo-mvnode -br addr; ip -n nd-demo-mvnode route   # the shim: a macvlan of the node's own"
+	ip -n nd-demo-mvnode -br addr
+	ip -n nd-demo-mvnode route
+	echo "Without hostShim (what Docker and the reference plugin give), the node cannot reach its containers:"
+	sed -e 's#"master": "eth1"#"master": "mvlan0"#' -e 's#"hostShim": true#"hostShim": false#' \
+		-e 's#"nd-macvlan"#"nd-macvlan-noshim"#' -e 's#"192.168.220.100"#"192.168.220.200"#' -e 's#"192.168.220.199"#"192.168.220.249"#' \
+		conf-examples/macvlan.conflist >"$NETCONFPATH/macvlan-noshim.conflist"
+	newns nd-demo-mvc
+	mvattach nd-macvlan-noshim nd-demo-mvc
+	reach nd-demo-mvnode "$(mvip nd-demo-mvc)"
+	reach nd-demo-mvc 192.168.220.1
+	say "cnitool del ... (all three)"
+	onmv cnitool del nd-macvlan-noshim /run/netns/nd-demo-mvc
+	onmv cnitool del nd-macvlan /run/netns/nd-demo-mva
+	onmv cnitool del nd-macvlan /run/netns/nd-demo-mvb
+	say "ip -n nd-demo-mvnode -br link   # the shim went with the last attachment"
+	ip -n nd-demo-mvnode -br link
+}
+
 demo_none
 demo_hostns
 demo_joinns
+demo_macvlan
 section "done: every namespace and attachment removed"
