@@ -9,7 +9,6 @@ import (
 	"slices"
 
 	"golang.org/x/sys/unix"
-
 )
 
 // The reverse index maps an attachment to its addresses (records in 256
