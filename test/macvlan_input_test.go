@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
 	"github.com/netdrivers/netdrivers/pkg/nettest"
 )
 
@@ -57,6 +60,21 @@ func TestMacvlanBadInput(t *testing.T) {
 			nil, 7, []string{"192.0.2.8", "192.0.2.9"}},
 		{"mac in use on the parent", map[string]any{"mac": holderMAC}, nil, 7, []string{holderMAC, l.parent}},
 	}
+	// CNI_IFNAME already taken in the container: refused, and the link
+	// that is there is not touched.
+	busy := nettest.NewNS(t)
+	nettest.NewVeth(t, busy, "eth0", "198.51.100.9/24", nettest.NewNS(t), "x", "")
+	beforeBusy := nettest.Snapshot(t, busy)
+	conf := l.mvPlugin(nil)
+	conf["cniVersion"], conf["name"] = "1.0.0", "mv-busy"
+	_, err := l.execMv(t, "ADD", conf, &mvCont{ns: busy, rt: nettest.Runtime(t, nil, "eth0")})
+	if nettest.Code(err) != 4 || !strings.Contains(err.Error(), "eth0") {
+		t.Errorf("ADD onto an existing eth0 = %v, want code 4 naming it", err)
+	}
+	if after := nettest.Snapshot(t, busy); after != beforeBusy || len(l.storeIPs(t, "mv-busy")) > 0 {
+		t.Errorf("a refused ADD changed the container or kept an address:\n%s\n->\n%s", beforeBusy, after)
+	}
+
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			conf := l.mvPlugin(tc.extra)
@@ -148,6 +166,11 @@ func TestMacvlanStatus(t *testing.T) {
 	if err := mvStatus(l, list); err != nil {
 		t.Errorf("STATUS after the master came back: %v", err)
 	}
+	l.out.MustRun(t, "ip", "link", "set", "eth0", "down") // the cable is out
+	if err := mvStatus(l, list); nettest.Code(err) != 51 || !strings.Contains(err.Error(), "carrier") {
+		t.Errorf("STATUS with the master's carrier gone = %v, want 51", err)
+	}
+	l.out.MustRun(t, "ip", "link", "set", "eth0", "up")
 	// The parent vanishes under the container: DEL still succeeds.
 	l.host.MustRun(t, "ip", "link", "del", l.parent)
 	l.cni.MustDel(t, list, c.rt)
@@ -294,4 +317,33 @@ func TestMacvlanAnnounces(t *testing.T) {
 	}
 	nettest.Reachable(t, c.ns, mvOutIP6)
 	l.cni.MustDel(t, list, c.rt)
+}
+
+// TestMacvlanDAD: with enabledad the container's IPv6 address goes through
+// duplicate address detection (ADD waits for it); by default it does not.
+func TestMacvlanDAD(t *testing.T) {
+	nettest.RequireRoot(t)
+	t.Parallel()
+	l := newMvLAN(t, false)
+	for _, dad := range []bool{false, true} {
+		list := l.list(t, "1.0.0", map[string]any{"enabledad": dad, "ipam": map[string]any{"subnet": mvSubnet6, "rangeStart": nil, "rangeEnd": nil}})
+		c := l.attach(t, list)
+		addrs, err := c.ns.NL(t).AddrList(nettest.Link(t, c.ns, "eth0"), netlink.FAMILY_V6)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range addrs {
+			if !a.IP.IsGlobalUnicast() {
+				continue
+			}
+			if nodad := a.Flags&unix.IFA_F_NODAD != 0; nodad == dad {
+				t.Errorf("enabledad=%v: %s has nodad=%v", dad, a.IPNet, nodad)
+			}
+			if a.Flags&unix.IFA_F_TENTATIVE != 0 {
+				t.Errorf("enabledad=%v: %s still tentative after ADD", dad, a.IPNet)
+			}
+		}
+		nettest.Reachable(t, c.ns, mvOutIP6)
+		l.cni.MustDel(t, list, c.rt)
+	}
 }

@@ -2,10 +2,14 @@ package main
 
 import (
 	"context"
+	"fmt"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/netdrivers/netdrivers/pkg/cnierr"
 	"github.com/netdrivers/netdrivers/pkg/cniplugin"
 	"github.com/netdrivers/netdrivers/pkg/ipam"
+	"github.com/netdrivers/netdrivers/pkg/netns"
 	"github.com/netdrivers/netdrivers/pkg/state"
 )
 
@@ -24,7 +28,7 @@ func status(ctx context.Context, r *cniplugin.Request[*Conf]) error {
 		return err
 	}
 	if !c.LinkInContainer {
-		if _, err := findParent(r.HostNS, c.Master); err != nil {
+		if err := parentUsable(r.HostNS, c.Master); err != nil {
 			code := cnierr.NotAvailable
 			if recs, _ := st.Attachments(r.Key.Network); len(recs) > 0 {
 				code = cnierr.NotAvailableLimited
@@ -34,6 +38,19 @@ func status(ctx context.Context, r *cniplugin.Request[*Conf]) error {
 	}
 	if c.ipam != nil {
 		return ipam.Status(ctx, c.ipam)
+	}
+	return nil
+}
+
+// parentUsable is findParent plus the carrier: a master without one
+// (cable out, peer down) carries no container's traffic.
+func parentUsable(ns *netns.Handle, name string) error {
+	l, err := findParent(ns, name)
+	if err != nil {
+		return err
+	}
+	if l.Attrs().RawFlags&unix.IFF_LOWER_UP == 0 {
+		return fmt.Errorf("master %q has no carrier: %w", l.Attrs().Name, ErrParent)
 	}
 	return nil
 }
