@@ -89,3 +89,37 @@ func TestMacvlanHostShim(t *testing.T) {
 	l.cni.MustDel(t, plain, p.rt)
 	l.assertClean(t, before, shimA.Name)
 }
+
+// TestMacvlanParentVanishes: the parent goes away under shim attachments
+// (the kernel takes the macvlans and the shim with it): DEL still cleans
+// up everything, and once the parent is back, new attachments get a new
+// shim that works.
+func TestMacvlanParentVanishes(t *testing.T) {
+	nettest.RequireRoot(t)
+	t.Parallel()
+	l := newMvLAN(t, true)
+	list := l.list(t, "1.1.0", map[string]any{"hostShim": true})
+	a, b := l.attach(t, list), l.attach(t, list)
+	nettest.Reachable(t, l.host, a.ip(false))
+	l.host.MustRun(t, "ip", "link", "del", l.parent)
+	l.cni.MustDel(t, list, a.rt)
+
+	// The parent comes back (same name); a new attachment rebuilds the
+	// shim next to b's stale reference.
+	nettest.NewVeth(t, l.host, l.parent, mvHostIP+"/24", l.out, "eth0", mvOutIP+"/24")
+	c := l.attach(t, list)
+	nettest.Reachable(t, l.host, c.ip(false))
+	nettest.Reachable(t, c.ns, mvOutIP)
+	l.cni.MustCheck(t, list, c.rt)
+	l.cni.MustDel(t, list, b.rt)
+	nettest.Reachable(t, l.host, c.ip(false))
+	l.cni.MustDel(t, list, c.rt)
+	if f := l.stateFiles(t); len(f) > 0 || len(l.storeIPs(t, list.Name)) > 0 {
+		t.Errorf("left: state %v, addresses %v", f, l.storeIPs(t, list.Name))
+	}
+	for _, n := range nettest.LinkNames(t, l.host) {
+		if strings.HasPrefix(n, "mvshim") {
+			t.Errorf("shim %s outlived the last attachment", n)
+		}
+	}
+}
