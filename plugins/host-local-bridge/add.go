@@ -1,0 +1,249 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/vishvananda/netlink"
+
+	"github.com/netdrivers/netdrivers/pkg/bridge"
+	"github.com/netdrivers/netdrivers/pkg/cniplugin"
+	"github.com/netdrivers/netdrivers/pkg/dnat"
+	"github.com/netdrivers/netdrivers/pkg/hostport"
+	"github.com/netdrivers/netdrivers/pkg/ipam"
+	"github.com/netdrivers/netdrivers/pkg/netns"
+	"github.com/netdrivers/netdrivers/pkg/state"
+	"github.com/netdrivers/netdrivers/pkg/undo"
+	"github.com/netdrivers/netdrivers/pkg/veth"
+)
+
+const pluginName = "host-local-bridge"
+
+// add attaches the container: every step pushes its undo, so a failure at
+// any point leaves nothing. The intent record goes first so that a crash
+// anywhere is undone by DEL or GC from the key alone.
+func add(ctx context.Context, r *cniplugin.Request[*Conf]) (_ *current.Result, err error) {
+	c := r.Conf
+	var u undo.Stack
+	defer u.OnError(&err)
+
+	store, err := state.Open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	hostVeth := veth.HostName(r.Key)
+	rec := &state.Attachment{Network: r.Key.Network, ContainerID: r.Key.ContainerID, IfName: r.Key.IfName,
+		Plugin: pluginName, NetNS: r.NetNSPath, Objects: map[string]string{"veth": hostVeth, "bridge": c.Bridge, "firewall": c.FirewallBackend}}
+	if err := store.PutAttachment(rec); err != nil {
+		return nil, err
+	}
+	u.Push(func() error { return store.DelAttachment(r.Key) })
+
+	res := &current.Result{}
+	if c.ipam != nil {
+		if res, err = ipam.Allocate(ctx, c.ipam, r.Key); err != nil {
+			return nil, err
+		}
+		u.Push(func() error { return ipam.Release(ctx, c.ipam, r.Key) })
+	}
+	br, err := bridge.Ensure(r.HostNS, bridge.Spec{Name: c.Bridge, MTU: c.MTU, Promisc: c.PromiscMode})
+	if err != nil {
+		return nil, err
+	}
+	gws := gatewayPrefixes(res, c.isGW)
+	if err := bridge.SetGateways(r.HostNS, br, gws, c.ForceAddress); err != nil {
+		return nil, err
+	}
+	if len(c.ports) > 0 {
+		if err := hostport.Reserve(ctx, store, r.Key, c.ports, true); err != nil {
+			return nil, err
+		}
+		u.Push(func() error { return hostport.Release(ctx, store, r.Key) })
+	}
+	pair, err := veth.Add(r.HostNS, r.ContNS, veth.Spec{HostName: hostVeth, ContName: r.Key.IfName,
+		MTU: c.MTU, ContMAC: c.mac, MasterIdx: br.Attrs().Index})
+	if err != nil {
+		return nil, err
+	}
+	u.Push(func() error { return veth.Del(r.HostNS, hostVeth) })
+	if err := bridge.SetPort(r.HostNS, pair.Host, bridge.PortFlags{Hairpin: c.hairpin, Isolated: !c.icc}); err != nil {
+		return nil, err
+	}
+	if c.ipam != nil {
+		if err := addDefaultRoutes(r.ContNS, res, c); err != nil {
+			return nil, err
+		}
+		if err := ipam.Configure(r.ContNS, r.Key.IfName, res, c.EnableDAD); err != nil {
+			return nil, err
+		}
+	}
+	fw, err := dnat.New(c.FirewallBackend, r.HostNS, store)
+	if err != nil {
+		return nil, err
+	}
+	if err := fw.Add(ctx, network(c, res), &dnat.Attachment{Key: r.Key, Addrs: addrs(res), Ports: c.ports}); err != nil {
+		return nil, err
+	}
+	u.Push(func() error { return fw.Del(ctx, network(c, res), r.Key) })
+	if err := netns.Record(store, r.Key, r.ContNS); err != nil {
+		return nil, err
+	}
+	return buildResult(r, res, br, pair)
+}
+
+// gatewayPrefixes are the bridge addresses: each IP's gateway (network+1
+// when IPAM gave none, as the reference) with the IP's prefix length.
+func gatewayPrefixes(res *current.Result, isGW bool) []netip.Prefix {
+	if !isGW {
+		return nil
+	}
+	var out []netip.Prefix
+	for _, ipc := range res.IPs {
+		if ipc.Gateway == nil {
+			ipc.Gateway = firstHost(ipc.Address)
+		}
+		gw, ok := netip.AddrFromSlice(ipc.Gateway)
+		if !ok {
+			continue
+		}
+		ones, _ := ipc.Address.Mask.Size()
+		out = append(out, netip.PrefixFrom(gw.Unmap(), ones))
+	}
+	return out
+}
+
+func firstHost(n net.IPNet) net.IP {
+	ip := n.IP.Mask(n.Mask)
+	if v4 := ip.To4(); v4 != nil {
+		ip = v4
+	}
+	out := append(net.IP(nil), ip...)
+	out[len(out)-1]++
+	return out
+}
+
+// addDefaultRoutes appends a default route per family via the gateway,
+// unless the container already has one for that family (a second network
+// on eth1) and the config did not ask for it explicitly.
+func addDefaultRoutes(cont *netns.Handle, res *current.Result, c *Conf) error {
+	if !c.isDefaultGW {
+		return nil
+	}
+	nl, err := cont.Netlink()
+	if err != nil {
+		return err
+	}
+	done := map[bool]bool{}
+	for _, ipc := range res.IPs {
+		v4 := ipc.Address.IP.To4() != nil
+		if done[v4] || ipc.Gateway == nil {
+			continue
+		}
+		done[v4] = true
+		dst := net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}
+		family := netlink.FAMILY_V4
+		if !v4 {
+			dst, family = net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}, netlink.FAMILY_V6
+		}
+		if hasDefault(res.Routes, dst) {
+			continue
+		}
+		route := &types.Route{Dst: dst, GW: ipc.Gateway}
+		existing, err := nl.RouteListFiltered(family, &netlink.Route{Dst: nil}, netlink.RT_FILTER_DST)
+		if err != nil {
+			return fmt.Errorf("list default routes in container: %w", err)
+		}
+		if len(existing) > 0 {
+			if !c.explicitDefaultGW {
+				continue
+			}
+			route.Priority = 1024 // asked for: a second default route, behind the first
+		}
+		res.Routes = append(res.Routes, route)
+	}
+	return nil
+}
+
+func hasDefault(routes []*types.Route, dst net.IPNet) bool {
+	for _, rt := range routes {
+		if rt.Dst.String() == dst.String() {
+			return true
+		}
+	}
+	return false
+}
+
+func addrs(res *current.Result) []netip.Addr {
+	var out []netip.Addr
+	for _, ipc := range res.IPs {
+		if a, ok := netip.AddrFromSlice(ipc.Address.IP); ok {
+			out = append(out, a.Unmap())
+		}
+	}
+	return out
+}
+
+// network describes c to the firewall; res (when known) supplies the
+// subnets of a delegated IPAM, whose ranges the plugin cannot read.
+func network(c *Conf, res *current.Result) *dnat.Network {
+	n := c.network()
+	if len(n.Subnets) == 0 && res != nil {
+		for _, ipc := range res.IPs {
+			a, _ := netip.AddrFromSlice(ipc.Address.IP)
+			ones, _ := ipc.Address.Mask.Size()
+			n.Subnets = append(n.Subnets, netip.PrefixFrom(a.Unmap(), ones).Masked())
+		}
+	}
+	if c.isGW && res != nil {
+		n.Gateways = nil
+		for _, p := range gatewayPrefixes(res, true) {
+			n.Gateways = append(n.Gateways, p.Addr())
+		}
+	}
+	return n
+}
+
+// buildResult has the reference bridge's shape: bridge, host veth, then
+// the container interface (with sandbox); IPs point at the container one.
+// A prevResult is passed on with ours appended.
+func buildResult(r *cniplugin.Request[*Conf], res *current.Result, br netlink.Link, pair veth.Pair) (*current.Result, error) {
+	out := &current.Result{CNIVersion: current.ImplementedSpecVersion}
+	prev, err := r.Base.Prev()
+	if err != nil {
+		return nil, err
+	}
+	if prev != nil {
+		out = prev
+	}
+	base := len(out.Interfaces)
+	out.Interfaces = append(out.Interfaces,
+		&current.Interface{Name: br.Attrs().Name, Mac: br.Attrs().HardwareAddr.String()},
+		&current.Interface{Name: pair.Host.Attrs().Name, Mac: pair.Host.Attrs().HardwareAddr.String()},
+		&current.Interface{Name: r.Key.IfName, Mac: pair.Cont.Attrs().HardwareAddr.String(), Sandbox: r.NetNSPath})
+	for _, ipc := range res.IPs {
+		ipc.Interface = current.Int(base + 2)
+		out.IPs = append(out.IPs, ipc)
+	}
+	out.Routes = append(out.Routes, res.Routes...)
+	out.DNS = dnsFor(r.Conf, res.DNS, out.DNS)
+	return out, nil
+}
+
+// dnsFor picks DNS: the runtime's dns capability, else the config's
+// "dns", else IPAM's (resolvConf), else what a prevResult said.
+func dnsFor(c *Conf, fromIPAM, prev types.DNS) types.DNS {
+	if d := c.RuntimeConfig.DNS; d != nil && len(d.Servers)+len(d.Searches)+len(d.Options) > 0 {
+		return types.DNS{Nameservers: d.Servers, Search: d.Searches, Options: d.Options}
+	}
+	if !c.DNS.IsEmpty() {
+		return c.DNS
+	}
+	if !fromIPAM.IsEmpty() {
+		return fromIPAM
+	}
+	return prev
+}

@@ -1,0 +1,224 @@
+package test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+
+	"github.com/netdrivers/netdrivers/pkg/nettest"
+)
+
+// backends are the firewall backends every bridge test runs with.
+var backends = []string{"nftables", "iptables"}
+
+// node is a throwaway host namespace with an uplink to an "outside" client
+// namespace (another host on the LAN), where plugins run as on a node.
+type node struct {
+	host, outside *nettest.NS
+	cni           *nettest.CNI
+	hostAddr      string // the node's LAN address
+	outAddr       string // the outside client's address
+}
+
+const (
+	lanNode    = "198.51.100.1"
+	lanOutside = "198.51.100.2"
+)
+
+func newNode(t *testing.T) *node {
+	t.Helper()
+	host, outside := nettest.NewNS(t), nettest.NewNS(t)
+	nettest.NewVeth(t, host, "ndup0", lanNode+"/24", outside, "eth0", lanOutside+"/24")
+	nettest.AddAddr(t, host, "ndup0", "2001:db8:51::1/64")
+	nettest.AddAddr(t, outside, "eth0", "2001:db8:51::2/64")
+	nettest.AddRoute(t, outside, "default", lanNode)
+	nettest.AddRoute(t, outside, "default", "2001:db8:51::1")
+	return &node{host: host, outside: outside, cni: nettest.NewCNI(t, host), hostAddr: lanNode, outAddr: lanOutside}
+}
+
+// bridgeConf is a host-local-bridge conflist; extra keys override.
+func bridgeConf(t *testing.T, name, backend string, subnet string, extra map[string]any) *libcni.NetworkConfigList {
+	t.Helper()
+	ipamConf := map[string]any{"type": "host-local", "dataDir": t.TempDir(), "subnet": subnet}
+	plugin := map[string]any{
+		"type": "host-local-bridge", "firewallBackend": backend, "ipam": ipamConf,
+		"capabilities": map[string]bool{"portMappings": true, "ips": true, "mac": true},
+	}
+	for k, v := range extra {
+		if k == "ipam" {
+			for ik, iv := range v.(map[string]any) {
+				ipamConf[ik] = iv
+			}
+			continue
+		}
+		plugin[k] = v
+	}
+	return nettest.ConfList(t, map[string]any{"cniVersion": "1.0.0", "name": name, "plugins": []any{plugin}})
+}
+
+// container is an attached test container.
+type container struct {
+	ns  *nettest.NS
+	rt  *libcni.RuntimeConf
+	res *current.Result
+}
+
+func (c *container) addr(v6 bool) string {
+	for _, ip := range c.res.IPs {
+		if (ip.Address.IP.To4() == nil) == v6 {
+			return ip.Address.IP.String()
+		}
+	}
+	return ""
+}
+
+// attach runs ADD for a new container namespace; DEL is left to the test.
+func (n *node) attach(t *testing.T, list *libcni.NetworkConfigList, ports []map[string]any) *container {
+	t.Helper()
+	ns := nettest.NewNS(t)
+	rt := nettest.Runtime(t, ns, "eth0")
+	if ports != nil {
+		rt.CapabilityArgs = map[string]any{"portMappings": ports}
+	}
+	res, err := current.NewResultFromResult(n.cni.MustAdd(t, list, rt))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &container{ns: ns, rt: rt, res: res}
+}
+
+// warm attaches and detaches one container, so the network's bridge and
+// the suite's shared rules exist before a test takes its "before" state.
+func (n *node) warm(t *testing.T, list *libcni.NetworkConfigList) {
+	t.Helper()
+	n.detach(t, list, n.attach(t, list, nil))
+}
+
+func (n *node) detach(t *testing.T, list *libcni.NetworkConfigList, c *container) {
+	t.Helper()
+	n.cni.MustDel(t, list, c.rt)
+}
+
+// hostState is everything outside the container namespaces that a plugin
+// may touch: links, addresses, routes, both packet filters, and the state
+// dir, for "nothing left" comparisons.
+func (n *node) hostState(t *testing.T) string {
+	t.Helper()
+	var b strings.Builder
+	b.WriteString(nettest.Snapshot(t, n.host))
+	b.WriteString("\n--- nft\n")
+	b.WriteString(nftRules(t, n.host))
+	b.WriteString("\n--- iptables\n")
+	b.WriteString(iptRules(t, n.host))
+	return b.String()
+}
+
+// nftRules lists the ruleset's rules and set elements, without handles.
+func nftRules(t *testing.T, ns *nettest.NS) string {
+	out, err := ns.Run("nft", "list", "ruleset")
+	if err != nil {
+		t.Fatalf("nft list ruleset: %v", err)
+	}
+	// One set element per line, so removing one element is one line.
+	out = strings.NewReplacer("elements = { ", "elements = {\n", ", ", ",\n", " }", "\n}").Replace(out)
+	return out
+}
+
+func iptRules(t *testing.T, ns *nettest.NS) string {
+	var b strings.Builder
+	for _, cmd := range []string{"iptables-save", "ip6tables-save", "iptables-legacy-save", "ip6tables-legacy-save"} {
+		if _, err := exec.LookPath(cmd); err != nil {
+			continue
+		}
+		out, err := ns.Run(cmd)
+		if err != nil {
+			t.Fatalf("%s: %v", cmd, err)
+		}
+		for _, line := range strings.Split(out, "\n") {
+			if strings.HasPrefix(line, "#") {
+				continue // timestamps
+			}
+			// Counters change with traffic; the rules are what matter.
+			if i := strings.Index(line, " ["); strings.HasPrefix(line, ":") && i > 0 {
+				line = line[:i]
+			}
+			b.WriteString(line + "\n")
+		}
+	}
+	return b.String()
+}
+
+// storeEntries lists the address store of a network (files besides lock
+// and last_reserved_ip.*).
+func storeEntries(t *testing.T, list *libcni.NetworkConfigList) []string {
+	t.Helper()
+	var conf struct {
+		IPAM struct {
+			DataDir string `json:"dataDir"`
+		} `json:"ipam"`
+	}
+	json.Unmarshal(list.Plugins[0].Bytes, &conf)
+	out, _ := exec.Command("find", conf.IPAM.DataDir+"/"+list.Name, "-type", "f").Output()
+	var entries []string
+	for _, f := range strings.Fields(string(out)) {
+		base := f[strings.LastIndex(f, "/")+1:]
+		if base == "lock" || strings.HasPrefix(base, "last_reserved_ip") {
+			continue
+		}
+		if _, err := netip.ParseAddr(base); err == nil {
+			entries = append(entries, base)
+		}
+	}
+	return entries
+}
+
+func ports(specs ...string) []map[string]any {
+	var out []map[string]any
+	for _, s := range specs { // "proto/hostIP/host/cont"
+		var proto, hostIP string
+		var hp, cp int
+		parts := strings.Split(s, "/")
+		proto, hostIP = parts[0], parts[1]
+		fmt.Sscan(parts[2], &hp)
+		fmt.Sscan(parts[3], &cp)
+		m := map[string]any{"hostPort": hp, "containerPort": cp, "protocol": proto}
+		if hostIP != "" {
+			m["hostIP"] = hostIP
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// gc execs the plugin's GC directly (libcni would first synthesise DELs
+// from its cache, hiding what the plugin's own GC does).
+func gc(t *testing.T, n *node, list *libcni.NetworkConfigList, valid ...*container) {
+	t.Helper()
+	if err := gcErr(t, n, list, valid...); err != nil {
+		t.Fatalf("GC: %v", err)
+	}
+}
+
+func gcErr(t *testing.T, n *node, list *libcni.NetworkConfigList, valid ...*container) error {
+	t.Helper()
+	var conf map[string]any
+	if err := json.Unmarshal(list.Plugins[0].Bytes, &conf); err != nil {
+		t.Fatal(err)
+	}
+	atts := []types.GCAttachment{}
+	for _, c := range valid {
+		atts = append(atts, types.GCAttachment{ContainerID: c.rt.ContainerID, IfName: c.rt.IfName})
+	}
+	conf["cniVersion"], conf["name"] = "1.1.0", list.Name
+	conf["cni.dev/valid-attachments"] = atts
+	stdin, _ := json.Marshal(conf)
+	_, err := n.cni.Exec(t, conf["type"].(string), stdin, map[string]string{"CNI_COMMAND": "GC", "CNI_PATH": nettest.Bins(t)})
+	return err
+}
