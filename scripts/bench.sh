@@ -52,9 +52,10 @@ else
 	fi
 fi
 
-log "build the no-op plugin and the benchmark"
+log "build the no-op plugin, the rusage helper and the benchmark"
 # The exec floor is built exactly as our plugins are: static, stripped.
 CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$build/noop/noop" ./test/bench/noop
+CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$build/rusage" ./test/bench/rusage
 go build -o "$build/bench" ./test/bench
 
-exec "$build/bench" -bin "$bin" -noop "$build/noop" -out "$out" -command "${cmdline% }" "${args[@]}"
+exec "$build/bench" -bin "$bin" -noop "$build/noop" -rusage "$build/rusage" -out "$out" -command "${cmdline% }" "${args[@]}"

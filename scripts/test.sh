@@ -27,4 +27,6 @@ log "cnitool end-to-end"
 log "runtimes end-to-end (containerd CRI, Podman)"
 ./scripts/e2e-runtimes.sh
 
+log "benchmark smoke test"; ./scripts/bench.sh --quick >/dev/null # numbers sane, not fast: test/bench/out/latest
+
 log "all tests passed in $((SECONDS - start)) s"

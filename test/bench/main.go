@@ -27,6 +27,7 @@ type config struct {
 	quick                    bool
 	out                      string
 	oursBin, refBin, noopBin string
+	rusageBin                string
 	only                     *regexp.Regexp
 	cs                       []int
 	fillC                    int
@@ -51,12 +52,13 @@ func parseFlags() (*config, error) {
 	flag.StringVar(&cfg.out, "out", filepath.Join(nettest.RepoRoot(), "test", "bench", "out"), "output directory")
 	flag.StringVar(&cfg.oursBin, "bin", "", "directory with our plugins (required)")
 	flag.StringVar(&cfg.noopBin, "noop", "", "directory with the noop plugin (required)")
+	flag.StringVar(&cfg.rusageBin, "rusage", "", "the rusage helper (required)")
 	flag.StringVar(&cfg.refBin, "ref", "", "directory with the reference plugins (default: build them into .cache)")
 	flag.StringVar(&cfg.command, "command", cfg.command, "the command line to record in the report")
 	flag.IntVar(&cfg.fillC, "fill-c", 8, "concurrent callers while filling W (untimed)")
 	flag.Parse()
-	if cfg.oursBin == "" || cfg.noopBin == "" {
-		return nil, errors.New("-bin and -noop are required (scripts/bench.sh sets them)")
+	if cfg.oursBin == "" || cfg.noopBin == "" || cfg.rusageBin == "" {
+		return nil, errors.New("-bin, -noop and -rusage are required (scripts/bench.sh sets them)")
 	}
 	for _, s := range strings.Split(*cs, ",") {
 		c, err := strconv.Atoi(strings.TrimSpace(s))

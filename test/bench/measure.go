@@ -136,8 +136,7 @@ func newPluginBench(sc Scenario, cfg *config, env *hostEnv, u *usage) (*pluginBe
 		return nil, fmt.Errorf("conflist of %s: %w", sc.Name, err)
 	}
 	p := &pluginBench{sc: sc, cfg: cfg, env: env, list: list,
-		cni: newRunner(env.host, cfg.binDir(sc.Side), filepath.Join(env.work, "cache"),
-			filepath.Join(env.work, "state"), sc.Side, u)}
+		cni: newRunner(env.host, cfg, sc.Side, filepath.Join(env.work, "cache"), filepath.Join(env.work, "state"), u)}
 	p.pool, err = env.containers(sc.N)
 	return p, err
 }
@@ -153,24 +152,25 @@ func (p *pluginBench) rt(id string, ns *nettest.NS, slot int, fill bool) *libcni
 	return rt
 }
 
-// warmUp runs untimed lifecycles so that the first timed call does not
-// pay for loading the binaries into the page cache or creating the
-// bridge and the firewall tables.
-func (p *pluginBench) warmUp(ctx context.Context) error {
+// lifecycles runs count untimed ADD, CHECK, DEL cycles in a fresh
+// namespace: as a warm-up, so that the first timed call does not pay for
+// loading the binaries or creating the bridge and the firewall tables,
+// and under the rusage helper to record peak RSS.
+func (p *pluginBench) lifecycles(ctx context.Context, what string, count int) error {
 	nss, err := p.env.containers(1)
 	if err != nil {
 		return err
 	}
-	for i := range 2 {
-		rt := p.rt(fmt.Sprintf("warmup-%d", i), nss[0], 0, false)
+	for i := range count {
+		rt := p.rt(fmt.Sprintf("%s-%d", what, i), nss[0], 0, false)
 		if _, err := p.cni.AddNetworkList(ctx, p.list, rt); err != nil {
-			return fmt.Errorf("warm-up ADD: %w", err)
+			return fmt.Errorf("%s ADD: %w", what, err)
 		}
 		if err := p.cni.CheckNetworkList(ctx, p.list, rt); err != nil {
-			return fmt.Errorf("warm-up CHECK: %w", err)
+			return fmt.Errorf("%s CHECK: %w", what, err)
 		}
 		if err := p.cni.DelNetworkList(ctx, p.list, rt); err != nil {
-			return fmt.Errorf("warm-up DEL: %w", err)
+			return fmt.Errorf("%s DEL: %w", what, err)
 		}
 	}
 	return nil
@@ -228,7 +228,7 @@ func runPlugin(ctx context.Context, sc Scenario, cfg *config, env *hostEnv, u *u
 	if err != nil {
 		return err
 	}
-	if err := p.warmUp(ctx); err != nil {
+	if err := p.lifecycles(ctx, "warmup", 2); err != nil {
 		return err
 	}
 	for _, w := range sc.Ws {
@@ -250,5 +250,11 @@ func runPlugin(ctx context.Context, sc Scenario, cfg *config, env *hostEnv, u *u
 				r.Verbs["ADD"].Summary.P50, r.Verbs["CHECK"].Summary.P50, r.Verbs["DEL"].Summary.P50)
 		}
 	}
-	return nil
+	// Peak RSS, at the largest W: untimed, each plugin under the helper.
+	p.cni.rss.Store(true)
+	defer p.cni.rss.Store(false)
+	return p.lifecycles(ctx, "rss", rssLifecycles)
 }
+
+// rssLifecycles is how many ADD/CHECK/DEL cycles record peak RSS.
+const rssLifecycles = 5

@@ -18,12 +18,15 @@ import (
 
 // Report is everything a run produced; it is written as results.json.
 type Report struct {
-	Meta    Meta       `json:"meta"`
-	Runs    []*Run     `json:"runs"`
-	Usage   []UsageRow `json:"usage"`
-	Ratios  []Ratio    `json:"ratios"`
-	Targets []Target   `json:"targets"`
-	Sanity  []string   `json:"sanity_failures,omitempty"`
+	Meta  Meta       `json:"meta"`
+	Runs  []*Run     `json:"runs"`
+	Usage []UsageRow `json:"usage"`
+	// RSSFloor is the rusage helper's own peak RSS: a plugin measured at
+	// or below it was smaller than this and is reported as this.
+	RSSFloor int64    `json:"rss_floor_kib"`
+	Ratios   []Ratio  `json:"ratios"`
+	Targets  []Target `json:"targets"`
+	Sanity   []string `json:"sanity_failures,omitempty"`
 
 	cfg   *config
 	usage *usage
@@ -82,9 +85,13 @@ func (r *Report) finish() error {
 	r.Meta.Seconds = time.Since(r.start).Seconds()
 	r.Meta.LoadAfter = loadavg()
 	r.Usage = r.usage.rows()
+	r.RSSFloor = r.usage.floor
+	if r.usage.badRSS > 0 {
+		r.Sanity = append(r.Sanity, fmt.Sprintf("%d rusage reports unreadable, last: %s", r.usage.badRSS, r.usage.lastErr))
+	}
 	r.Ratios = r.ratios()
 	r.Targets = r.targets()
-	r.Sanity = r.sanity()
+	r.Sanity = append(r.Sanity, r.sanity()...)
 	name := time.Now().Format("20060102-150405")
 	if r.cfg.quick {
 		name += "-quick"
@@ -110,6 +117,9 @@ func (r *Report) finish() error {
 		return err
 	}
 	fmt.Print(md)
+	for _, s := range r.Sanity {
+		progress("sanity check failed: %s", s)
+	}
 	progress("wrote %s (results.json, report.md, plot.svg) in %.0f s", dir, r.Meta.Seconds)
 	return nil
 }
@@ -209,9 +219,11 @@ func firstLine(s string) string {
 }
 
 func (r *Report) usageMarkdown(b *strings.Builder) {
-	b.WriteString("\nPeak RSS of one invocation (KiB, from wait4: the plugin and the children it waited for), p50 / max over all calls, and CPU time (user + sys) p50 in ms:\n\n")
-	b.WriteString("| side | plugin | verb | calls | RSS p50 | RSS max | CPU p50 |\n|---|---|---|--:|--:|--:|--:|\n")
+	fmt.Fprintf(b, "\nPer invocation: CPU time (user + sys, with the children it waited for) p50 over the timed calls; "+
+		"peak RSS (KiB) of the process tree, p50 / max over %d untimed lifecycles at the largest W, each plugin forked from the "+
+		"rusage helper (whose own %d KiB is the smallest number it can report):\n\n", rssLifecycles, r.RSSFloor)
+	b.WriteString("| side | plugin | verb | timed calls | CPU p50 ms | RSS p50 | RSS max |\n|---|---|---|--:|--:|--:|--:|\n")
 	for _, u := range r.Usage {
-		fmt.Fprintf(b, "| %s | %s | %s | %d | %d | %d | %s |\n", u.Side, u.Plugin, u.Verb, u.Calls, u.RSSP50, u.RSSMax, fmtMS(u.CPUP50MS))
+		fmt.Fprintf(b, "| %s | %s | %s | %d | %s | %d | %d |\n", u.Side, u.Plugin, u.Verb, u.Calls, fmtMS(u.CPUP50MS), u.RSSP50, u.RSSMax)
 	}
 }

@@ -5,11 +5,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -25,38 +28,58 @@ import (
 // runner drives plugins as a runtime does (libcni: result cache, chains,
 // prevResult), execing every binary from a thread inside the scenario's
 // host namespace, which the plugin then treats as the node. It records
-// the peak RSS and CPU time of each invocation from wait4's rusage (which
-// covers the children the plugin waited for: delegated IPAM, iptables).
+// the CPU time of each invocation from wait4's rusage (which covers the
+// children the plugin waited for: delegated IPAM, iptables). With rss
+// set, it runs each plugin under the rusage helper to record its peak
+// RSS instead (see test/bench/rusage: wait4's own number would include
+// the benchmark's memory).
 type runner struct {
 	*libcni.CNIConfig
-	host  *nettest.NS
-	env   []string
-	side  string
-	usage *usage
+	host   *nettest.NS
+	env    []string
+	side   string
+	usage  *usage
+	rusage string // path of the rusage helper
+	rss    atomic.Bool
 }
 
-func newRunner(host *nettest.NS, binDir, cacheDir, stateDir, side string, u *usage) *runner {
-	r := &runner{host: host, side: side, usage: u,
+func newRunner(host *nettest.NS, cfg *config, side, cacheDir, stateDir string, u *usage) *runner {
+	r := &runner{host: host, side: side, usage: u, rusage: cfg.rusageBin,
 		env: []string{state.EnvRoot + "=" + stateDir}}
-	r.CNIConfig = libcni.NewCNIConfigWithCacheDir([]string{binDir}, cacheDir, r)
+	r.CNIConfig = libcni.NewCNIConfigWithCacheDir([]string{cfg.binDir(side)}, cacheDir, r)
 	return r
 }
 
 // ExecPlugin implements invoke.Exec.
 func (r *runner) ExecPlugin(ctx context.Context, path string, stdin []byte, environ []string) ([]byte, error) {
 	var stdout, stderr bytes.Buffer
+	key := usageKey{r.side, filepath.Base(path), verbOf(environ)}
 	cmd := exec.CommandContext(ctx, path)
+	var report, w *os.File
+	if r.rss.Load() {
+		var err error
+		if report, w, err = os.Pipe(); err != nil {
+			return nil, err
+		}
+		defer report.Close()
+		cmd = exec.CommandContext(ctx, r.rusage, path)
+		cmd.ExtraFiles = []*os.File{w}
+	}
 	cmd.Env = append(environ, r.env...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = bytes.NewReader(stdin), &stdout, &stderr
 	// The child inherits the namespace of the thread that forks it.
 	err := r.host.Do(cmd.Start)
+	if w != nil {
+		w.Close() // the child holds its own copy; EOF once it exits
+	}
 	if err == nil {
 		err = cmd.Wait()
 	}
-	if ps := cmd.ProcessState; ps != nil {
+	if report != nil && cmd.ProcessState != nil {
+		r.usage.addRSS(key, report)
+	} else if ps := cmd.ProcessState; ps != nil {
 		if ru, ok := ps.SysUsage().(*syscall.Rusage); ok {
-			cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-			r.usage.add(usageKey{r.side, filepath.Base(path), verbOf(environ)}, ru.Maxrss, cpu)
+			r.usage.addCPU(key, time.Duration(ru.Utime.Nano()+ru.Stime.Nano()))
 		}
 	}
 	if err != nil {
@@ -98,20 +121,38 @@ type usageKey struct{ Side, Plugin, Verb string }
 
 // usage collects per-invocation resource use.
 type usage struct {
-	mu  sync.Mutex
-	rss map[usageKey][]int64 // KiB
-	cpu map[usageKey][]time.Duration
+	mu      sync.Mutex
+	rss     map[usageKey][]int64 // KiB
+	cpu     map[usageKey][]time.Duration
+	floor   int64 // largest peak RSS of the rusage helper itself
+	badRSS  int   // reports that could not be read
+	lastErr string
 }
 
 func newUsage() *usage {
 	return &usage{rss: map[usageKey][]int64{}, cpu: map[usageKey][]time.Duration{}}
 }
 
-func (u *usage) add(k usageKey, rssKiB int64, cpu time.Duration) {
+func (u *usage) addCPU(k usageKey, cpu time.Duration) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	u.rss[k] = append(u.rss[k], rssKiB)
 	u.cpu[k] = append(u.cpu[k], cpu)
+}
+
+// addRSS reads the rusage helper's report: the plugin's peak RSS and the
+// helper's own, both KiB.
+func (u *usage) addRSS(k usageKey, report io.Reader) {
+	var rss, self int64
+	_, err := fmt.Fscan(report, &rss, &self)
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if err != nil {
+		u.badRSS++
+		u.lastErr = err.Error()
+		return
+	}
+	u.rss[k] = append(u.rss[k], rss)
+	u.floor = max(u.floor, self)
 }
 
 // UsageRow is the resource use of one plugin binary under one verb.
@@ -120,6 +161,7 @@ type UsageRow struct {
 	Plugin   string  `json:"plugin"`
 	Verb     string  `json:"verb"`
 	Calls    int     `json:"calls"`
+	RSSCalls int     `json:"rss_calls"` // calls run under the rusage helper
 	RSSP50   int64   `json:"rss_p50_kib"`
 	RSSMax   int64   `json:"rss_max_kib"`
 	CPUP50MS float64 `json:"cpu_p50_ms"` // user+sys, children included
@@ -129,13 +171,15 @@ func (u *usage) rows() []UsageRow {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	var out []UsageRow
-	for k, rss := range u.rss {
-		r := slices.Clone(rss)
-		slices.Sort(r)
-		cpu := slices.Clone(u.cpu[k])
+	for k, cpu := range u.cpu {
+		cpu = slices.Clone(cpu)
 		slices.Sort(cpu)
-		out = append(out, UsageRow{Side: k.Side, Plugin: k.Plugin, Verb: k.Verb, Calls: len(r),
-			RSSP50: r[(len(r)-1)/2], RSSMax: r[len(r)-1], CPUP50MS: ms(percentile(cpu, 50))})
+		row := UsageRow{Side: k.Side, Plugin: k.Plugin, Verb: k.Verb, Calls: len(cpu), CPUP50MS: ms(percentile(cpu, 50))}
+		if r := slices.Clone(u.rss[k]); len(r) > 0 {
+			slices.Sort(r)
+			row.RSSCalls, row.RSSP50, row.RSSMax = len(r), r[(len(r)-1)/2], r[len(r)-1]
+		}
+		out = append(out, row)
 	}
 	slices.SortFunc(out, func(a, b UsageRow) int {
 		return strings.Compare(a.Side+a.Plugin+verbRank(a.Verb), b.Side+b.Plugin+verbRank(b.Verb))

@@ -1,0 +1,111 @@
+package main
+
+import (
+	"encoding/xml"
+	"math"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestPercentile(t *testing.T) {
+	var s []time.Duration
+	for i := 1; i <= 100; i++ {
+		s = append(s, time.Duration(i)*time.Millisecond)
+	}
+	for _, tc := range []struct {
+		p    float64
+		want time.Duration
+	}{{50, 50 * time.Millisecond}, {90, 90 * time.Millisecond}, {99, 99 * time.Millisecond}, {100, 100 * time.Millisecond}, {0, time.Millisecond}} {
+		if got := percentile(s, tc.p); got != tc.want {
+			t.Errorf("percentile(1..100 ms, %v) = %v, want %v", tc.p, got, tc.want)
+		}
+	}
+	if got := percentile(nil, 50); got != 0 {
+		t.Errorf("percentile(nil) = %v, want 0", got)
+	}
+}
+
+func TestSummarize(t *testing.T) {
+	s := summarize([]time.Duration{3 * time.Millisecond, time.Millisecond, 2 * time.Millisecond}, 1, 10*time.Millisecond)
+	want := Summary{N: 3, Errors: 1, P50: 2, P90: 3, P99: 3, Max: 3, Mean: 2, OpsPS: 300, WallMS: 10}
+	if s != want {
+		t.Errorf("summarize = %+v, want %+v", s, want)
+	}
+	if msg := checkSummary(s); !strings.Contains(msg, "1 calls failed") {
+		t.Errorf("checkSummary with an error = %q, want it reported", msg)
+	}
+	s.Errors = 0
+	if msg := checkSummary(s); msg != "" {
+		t.Errorf("checkSummary of a good summary = %q", msg)
+	}
+	if msg := checkSummary(summarize(nil, 0, 0)); msg == "" {
+		t.Error("checkSummary accepted a summary without samples")
+	}
+}
+
+func TestRatio(t *testing.T) {
+	if got := ratio(6, 2); got != 3 {
+		t.Errorf("ratio(6, 2) = %v", got)
+	}
+	for _, tc := range [][2]float64{{0, 1}, {1, 0}, {math.NaN(), 1}, {math.Inf(1), 1}} {
+		if got := ratio(tc[0], tc[1]); !math.IsNaN(got) {
+			t.Errorf("ratio(%v, %v) = %v, want NaN", tc[0], tc[1], got)
+		}
+	}
+}
+
+// TestPortMappings: the timed slots (N ≤ 100) and the fill slots (W ≤
+// 900) of one scenario never publish the same host port twice.
+func TestPortMappings(t *testing.T) {
+	seen := map[int]bool{}
+	for _, tc := range []struct {
+		fill  bool
+		slots int
+	}{{false, 100}, {true, 900}} {
+		for slot := range tc.slots {
+			for _, m := range portMappings(slot, tc.fill) {
+				p := m["hostPort"].(int)
+				if p <= 0 || p > 65535 || seen[p] {
+					t.Fatalf("slot %d (fill %v): host port %d out of range or used twice", slot, tc.fill, p)
+				}
+				seen[p] = true
+			}
+		}
+	}
+}
+
+// TestPlotIsSVG renders a report with two W levels and checks that the
+// output is well-formed XML with a line per scenario.
+func TestPlotIsSVG(t *testing.T) {
+	r := &Report{cfg: &config{cs: []int{1}}}
+	for _, sc := range []string{"ours/bridge-nft", "ref/bridge+portmap-nft", "floor/exec", "floor/kernel"} {
+		run := &Run{Scenario: sc, Status: "ok"}
+		for i, w := range []int{0, 500} {
+			rd := &Round{W: w, C: 1, Verbs: map[string]*VerbRun{}}
+			for _, verb := range Verbs {
+				rd.Verbs[verb] = &VerbRun{Summary: Summary{N: 1, P50: float64(i+1) * 2.5}}
+			}
+			run.Rounds = append(run.Rounds, rd)
+		}
+		r.Runs = append(r.Runs, run)
+	}
+	svg := r.plot()
+	dec := xml.NewDecoder(strings.NewReader(svg))
+	lines := 0
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			if err.Error() != "EOF" {
+				t.Fatalf("plot is not well-formed XML: %v", err)
+			}
+			break
+		}
+		if se, ok := tok.(xml.StartElement); ok && se.Name.Local == "polyline" {
+			lines++
+		}
+	}
+	if want := 2 * 4; lines != want { // ADD and DEL panels, 2 scenarios + 2 floors each
+		t.Errorf("plot has %d lines, want %d", lines, want)
+	}
+}
