@@ -123,3 +123,27 @@ func TestMacvlanParentVanishes(t *testing.T) {
 		}
 	}
 }
+
+// TestMacvlanHostShimDualStack: the shim routes IPv6 too, with an address
+// of each family from the pool.
+func TestMacvlanHostShimDualStack(t *testing.T) {
+	nettest.RequireRoot(t)
+	t.Parallel()
+	l := newMvLAN(t, true)
+	before := nettest.Snapshot(t, l.host)
+	list := l.list(t, "1.1.0", map[string]any{"hostShim": true, "ipam": map[string]any{"subnet": nil, "rangeStart": nil, "rangeEnd": nil,
+		"ranges": []any{
+			[]any{map[string]any{"subnet": mvSubnet, "rangeStart": "192.0.2.60"}},
+			[]any{map[string]any{"subnet": mvSubnet6, "rangeStart": "2001:db8:4::60"}}}}})
+	c := l.attach(t, list)
+	for _, ip := range []string{c.ip(false), c.ip(true)} {
+		nettest.Reachable(t, l.host, ip)
+	}
+	nettest.Listen(t, c.ns, "tcp6", "["+c.ip(true)+"]:7002", "v6")
+	if got, err := nettest.Dial(l.host, "tcp6", "["+c.ip(true)+"]:7002", 3*time.Second); err != nil || !strings.HasPrefix(got, "v6 ") {
+		t.Errorf("host -> container TCP over IPv6 = %q, %v", got, err)
+	}
+	l.cni.MustCheck(t, list, c.rt)
+	l.cni.MustDel(t, list, c.rt)
+	l.assertClean(t, before, list.Name)
+}
