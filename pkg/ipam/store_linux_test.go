@@ -15,6 +15,7 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
+	"golang.org/x/sys/unix"
 
 	"github.com/netdrivers/netdrivers/pkg/cnierr"
 	"github.com/netdrivers/netdrivers/pkg/netconf"
@@ -166,6 +167,22 @@ func TestExhausted(t *testing.T) {
 	}
 }
 
+// sameTick runs a foreign change of c's directory as a kernel with coarse
+// timestamps would stamp it when it comes within the clock tick of our
+// last change: with the directory's ctime from before (this kernel's
+// multigrain timestamps would otherwise hide the case).
+func sameTick(t *testing.T, c *Config, change func()) {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Stat(netDir(c), &st); err != nil {
+		t.Fatal(err)
+	}
+	change()
+	if err := unix.UtimesNanoAt(unix.AT_FDCWD, netDir(c), []unix.Timespec{{Nsec: unix.UTIME_OMIT}, st.Ctim}, 0); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestForeignWritesSeen has the "reference binary" change the directory
 // right after each of our calls, within the same clock tick: the index
 // must notice every time.
@@ -179,15 +196,17 @@ func TestForeignWritesSeen(t *testing.T) {
 			t.Fatal(err)
 		}
 		foreign := fmt.Sprintf("10.8.200.%d", i)
-		refReserve(t, c, foreign, fmt.Sprintf("ref%d", i), "eth0") // no lock needed: we are between calls
+		sameTick(t, c, func() { refReserve(t, c, foreign, fmt.Sprintf("ref%d", i), "eth0") })
 		got, err := Addresses(ctx, c, key(fmt.Sprintf("ref%d", i)))
 		if err != nil || len(got) != 1 || got[0].Addr().String() != foreign {
 			t.Fatalf("round %d: Addresses of a foreign entry = %v, %v", i, got, err)
 		}
 		// And a foreign release right after ours.
-		if err := os.Remove(filepath.Join(netDir(c), foreign)); err != nil {
-			t.Fatal(err)
-		}
+		sameTick(t, c, func() {
+			if err := os.Remove(filepath.Join(netDir(c), foreign)); err != nil {
+				t.Fatal(err)
+			}
+		})
 		if got, _ := Addresses(ctx, c, key(fmt.Sprintf("ref%d", i))); len(got) != 0 {
 			t.Fatalf("round %d: released foreign entry still reported: %v", i, got)
 		}
