@@ -44,6 +44,7 @@ func TestContainerd(t *testing.T) {
 	host := newNS(t)
 	nettest.NewVeth(t, host, "ndrt-up0", ctdUplink+"/24", e.outside, "ndrt-cl0", "10.213.100.2/24")
 	nettest.AddRoute(t, e.outside, "default", ctdUplink)
+	nettest.AddRoute(t, host, "default", "10.213.100.2") // a node has one; hostns reports its link
 	nettest.NewVeth(t, host, "ndrt-mv0", "", e.lan, "ndrt-lan0", ctdLANPeer+"/24")
 	e.ipamDir = dir(t, "containerd", "ipam")
 
@@ -55,10 +56,18 @@ func TestContainerd(t *testing.T) {
 	if driverExists("macvlan") {
 		handlers["nd-macvlan"] = conflist("nd-ctd-macvlan", macvlanNet("ndrt-mv0", ctdMacvlan, e.ipamDir))
 	}
+	if driverExists("hostns") {
+		handlers["nd-hostns"] = conflist("nd-ctd-host", hostnsNet())
+	}
+	if driverExists("joinns") {
+		handlers["nd-joinns"] = conflist("nd-ctd-join", joinnsNet())
+	}
 	e.d = startContainerd(t, host, def, handlers)
 
 	t.Run("host-local-bridge", func(t *testing.T) { requireDriver(t, "host-local-bridge"); e.bridge(t) })
 	t.Run("macvlan", func(t *testing.T) { requireDriver(t, "macvlan"); e.macvlan(t) })
+	t.Run("hostns", func(t *testing.T) { requireDriver(t, "hostns"); e.hostns(t) })
+	t.Run("joinns", func(t *testing.T) { requireDriver(t, "joinns", "macvlan"); e.joinns(t) })
 	t.Run("none", func(t *testing.T) { requireDriver(t, "none"); e.none(t) })
 }
 
@@ -219,6 +228,73 @@ func (e *ctdEnv) macvlan(t *testing.T) {
 	d.removePod(ctx, t, b, "macvlan")
 	wantSameState(t, "StopPodSandbox+RemovePodSandbox of two macvlan pods", before, nodeState(t, d.host, dirs...))
 	noCacheLeft(t, e.cache0, "nd-ctd-macvlan")
+}
+
+// hostns: a pod on a hostns network (a RuntimeClass, where the kubelet's
+// hostNetwork makes no CNI call at all) runs in the node's network
+// namespace, the CRI reports the node's address, and the teardown
+// changes nothing on the node.
+func (e *ctdEnv) hostns(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	d, dirs := e.d, []string{e.ipamDir, e.d.stateDir}
+	h := &cri.Pod{Handler: "nd-hostns"}
+	warm := d.runPod(ctx, t, &cri.Pod{Name: "host-warm", Handler: h.Handler}, "sleep", "3600")
+	d.removePod(ctx, t, warm, "hostns")
+	before := nodeState(t, d.host, dirs...)
+
+	p := d.runPod(ctx, t, &cri.Pod{Name: "host", Handler: h.Handler}, httpd...)
+	if len(p.ips) == 0 || p.ips[0] != ctdUplink {
+		t.Errorf("the CRI reports %v for a hostns pod, want the node's %s", p.ips, ctdUplink)
+	}
+	if out := d.exec(ctx, t, p, "ip", "-o", "link"); !strings.Contains(out, "ndrt-up0") || !strings.Contains(out, "ndrt-mv0") {
+		t.Errorf("a hostns pod does not see the node's links:\n%s", out)
+	}
+	// Its server listens in the node's own port space.
+	wantPage(t, d.host, "http://127.0.0.1:80/")
+	wantPage(t, e.outside, "http://"+ctdUplink+":80/")
+	d.removePod(ctx, t, p, "hostns")
+	wantSameState(t, "StopPodSandbox+RemovePodSandbox of a hostns pod", before, nodeState(t, d.host, dirs...))
+	noCacheLeft(t, e.cache0, "nd-ctd-host")
+}
+
+// joinns: a pod joins a running macvlan pod's network stack, named by the
+// pod annotation netdrivers.io/target (the sandbox ID, which is the
+// target's CNI_CONTAINERID under containerd): the CRI reports the
+// target's address, the joiner reaches the target's server on 127.0.0.1,
+// and removing the joiner leaves the target working.
+func (e *ctdEnv) joinns(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	d, dirs := e.d, []string{e.ipamDir, e.d.stateDir}
+	warm := d.runPod(ctx, t, &cri.Pod{Name: "join-warm-target", Handler: "nd-macvlan"}, httpd...)
+	wj := d.runPod(ctx, t, &cri.Pod{Name: "join-warm", Handler: "nd-joinns",
+		Annotations: map[string]string{"netdrivers.io/target": warm.id}}, "sleep", "3600")
+	d.removePod(ctx, t, wj, "joinns")
+	d.removePod(ctx, t, warm, "macvlan")
+	before := nodeState(t, d.host, dirs...)
+
+	tgt := d.runPod(ctx, t, &cri.Pod{Name: "join-target", Handler: "nd-macvlan"}, httpd...)
+	j := d.runPod(ctx, t, &cri.Pod{Name: "joiner", Handler: "nd-joinns",
+		Annotations: map[string]string{"netdrivers.io/target": tgt.id}}, "sleep", "3600")
+	if len(j.ips) == 0 || j.ips[0] != tgt.ips[0] {
+		t.Errorf("the CRI reports %v for the joiner, want its target's %v", j.ips, tgt.ips)
+	}
+	d.wantEth0(ctx, t, j, ctdMacvlan)
+	if got := d.exec(ctx, t, j, fetch("http://127.0.0.1/")...); strings.TrimSpace(got) != page {
+		t.Errorf("the joiner got %q from its target's server on 127.0.0.1", got)
+	}
+	d.removePod(ctx, t, j, "joinns")
+	wantPage(t, e.lan, "http://"+tgt.ips[0]+"/")
+	// containerd also ran its loopback network on the joiner's netns path,
+	// which is the target's namespace: its DEL must leave the target's lo
+	// alone.
+	if got, err := d.cri.Exec(ctx, tgt.ctr, 10*time.Second, fetch("http://127.0.0.1/")...); err != nil || strings.TrimSpace(got) != page {
+		t.Errorf("after the joiner left, the target's own 127.0.0.1 server fails (%q, %v): did the loopback DEL set the target's lo down?", got, err)
+	}
+	d.removePod(ctx, t, tgt, "macvlan")
+	wantSameState(t, "StopPodSandbox+RemovePodSandbox of a joinns pod and its target", before, nodeState(t, d.host, dirs...))
+	noCacheLeft(t, e.cache0, "nd-ctd-join")
 }
 
 // none: containerd's CRI requires the pod network to give eth0 an address
