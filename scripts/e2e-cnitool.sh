@@ -165,6 +165,55 @@ e2e_macvlan() {
 	echo "ok   macvlan.conflist"
 }
 
+# host-local-bridge: two containers on the shipped network inside a
+# throw-away node; a published port (CAP_ARGS, as a runtime passes it)
+# answers from the node via 127.0.0.1 and its own address, and from the
+# other container through the node's address; DEL leaves no attachment.
+e2e_host_local_bridge() {
+	cp conf-examples/host-local-bridge.conflist "$NETCONFPATH/"
+	local node a b ra ipa out
+	node=$(e2e_node bridge-node)
+	a=$(newns bridge-a)
+	b=$(newns bridge-b)
+	on() { NETDRIVERS_STATE_DIR=$work/state-bridge nsenter --net="/run/netns/$node" "$@"; }
+	local caps='{"portMappings":[{"hostPort":18080,"containerPort":80,"protocol":"tcp"}]}'
+	ra=$(CAP_ARGS=$caps on cnitool add nd-bridge "/run/netns/$a")
+	on cnitool add nd-bridge "/run/netns/$b" >/dev/null
+	ipa=$(echo "$ra" | grep -o '10\.222\.0\.[0-9]*/24' | cut -d/ -f1)
+	[ -n "$ipa" ] || fail "host-local-bridge: no address from 10.222.0.0/24: $ra"
+	echo "$ra" | grep 'fd7a:6e64:de::' >/dev/null || fail "host-local-bridge: no IPv6 address: $ra"
+	ip -n "$a" route | grep '^default via 10.222.0.1' >/dev/null || fail "host-local-bridge: no default route in $a"
+	mkdir -p "$work/www"
+	echo "hello from $ipa" >"$work/www/index.html"
+	ip netns exec "$a" busybox httpd -p 80 -h "$work/www"
+	for url in http://127.0.0.1:18080/ http://192.0.2.10:18080/; do
+		out=$(retry ip netns exec "$node" curl -s --max-time 1 "$url") || fail "host-local-bridge: $url from the node: no answer"
+		[ "$out" = "hello from $ipa" ] || fail "host-local-bridge: $url answered $out"
+	done
+	retry ip netns exec "$b" curl -s --max-time 1 http://192.0.2.10:18080/ >/dev/null ||
+		fail "host-local-bridge: the published port is not reachable from another container"
+	ip netns exec "$b" busybox ping -c1 -W2 "$ipa" >/dev/null || fail "host-local-bridge: containers cannot reach each other"
+	CAP_ARGS=$caps on cnitool check nd-bridge "/run/netns/$a" || fail "host-local-bridge: CHECK failed"
+	ip netns pids "$a" | xargs -r kill
+	CAP_ARGS=$caps on cnitool del nd-bridge "/run/netns/$a" || fail "host-local-bridge: DEL failed"
+	on cnitool del nd-bridge "/run/netns/$b" || fail "host-local-bridge: DEL failed"
+	on cnitool del nd-bridge "/run/netns/$b" || fail "host-local-bridge: second DEL failed"
+	! ip -n "$node" -br link | grep '^veth' >/dev/null || fail "host-local-bridge: veths left on the node"
+	! ls /var/lib/cni/networks/nd-bridge 2>/dev/null | grep -E '^(10|fd)' >/dev/null || fail "host-local-bridge: addresses left in the store"
+	! ip netns exec "$node" nft list ruleset | grep "$ipa" >/dev/null || fail "host-local-bridge: rules for $ipa left"
+	echo "ok   host-local-bridge.conflist"
+}
+
+# retry CMD...: up to 20 tries, 100 ms apart (a server starting up).
+retry() {
+	local i
+	for i in $(seq 20); do
+		"$@" && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
 for f in conf-examples/*.conflist; do
 	name=$(basename "$f" .conflist)
 	fn="e2e_${name//-/_}"
