@@ -193,7 +193,63 @@ demo_macvlan() {
 	ip -n nd-demo-mvnode -br link
 }
 
+demo_bridge() {
+	section "host-local-bridge: Docker's bridge driver (veth into a bridge, NAT, published ports)"
+	echo "The \"node\" is a throw-away namespace with a LAN link (lan0, 198.51.100.10/24) whose peer"
+	echo "plays another host on the LAN; cnitool runs inside the node, so this machine's own firewall"
+	echo "and sysctls are never touched."
+	newns nd-demo-brnode
+	newns nd-demo-lan
+	ip -n nd-demo-brnode link add lan0 type veth peer name eth0 netns nd-demo-lan
+	ip -n nd-demo-brnode addr add 198.51.100.10/24 dev lan0
+	ip -n nd-demo-brnode link set lan0 up
+	ip -n nd-demo-brnode link set lo up
+	ip -n nd-demo-lan addr add 198.51.100.20/24 dev eth0
+	ip -n nd-demo-lan link set eth0 up
+	ip -n nd-demo-lan link set lo up
+	onbr() { NETDRIVERS_STATE_DIR=$work/state-bridge nsenter --net=/run/netns/nd-demo-brnode "$@"; }
+	newns nd-demo-web
+	newns nd-demo-client
+	say "CAP_ARGS='{\"portMappings\":[{\"hostPort\":8080,\"containerPort\":80}]}' cnitool add nd-bridge /run/netns/nd-demo-web"
+	CAP_ARGS='{"portMappings":[{"hostPort":8080,"containerPort":80}]}' onbr cnitool add nd-bridge /run/netns/nd-demo-web | head -c 2000
+	echo
+	teardown+=("CAP_ARGS='{\"portMappings\":[{\"hostPort\":8080,\"containerPort\":80}]}' onbr cnitool del nd-bridge /run/netns/nd-demo-web")
+	say "cnitool add nd-bridge /run/netns/nd-demo-client"
+	onbr cnitool add nd-bridge /run/netns/nd-demo-client >/dev/null
+	teardown+=("onbr cnitool del nd-bridge /run/netns/nd-demo-client")
+	sees nd-demo-web
+	local web
+	web=$(ip -n nd-demo-web -4 -br addr show eth0 | awk '{print $3}' | cut -d/ -f1)
+	say "ip -n nd-demo-brnode -br link   # the bridge nd-br0 and one veth per container"
+	ip -n nd-demo-brnode -br link
+	echo "The containers reach each other, the gateway, and the LAN (masqueraded):"
+	reach nd-demo-client "$web"
+	reach nd-demo-client 10.222.0.1
+	reach nd-demo-client 198.51.100.20
+	echo "nd-demo-web serves HTTP on port 80, published as 8080 on the node:"
+	serve nd-demo-web 0.0.0.0:80 "hello from the bridge container $web"
+	echo "  from the node itself, via 127.0.0.1 and via its own address:"
+	fetch nd-demo-brnode http://127.0.0.1:8080/
+	fetch nd-demo-brnode http://198.51.100.10:8080/
+	echo "  from another host on the LAN:"
+	fetch nd-demo-lan http://198.51.100.10:8080/
+	echo "  from the other container, through the node's address (hairpin NAT):"
+	fetch nd-demo-client http://198.51.100.10:8080/
+	echo "Unpublished ports stay closed to the LAN (gatewayMode nat, Docker's default):"
+	ip -n nd-demo-lan route add 10.222.0.0/24 via 198.51.100.10
+	say "ip netns exec nd-demo-lan curl -s --max-time 1 http://$web:80/"
+	ip netns exec nd-demo-lan curl -s --max-time 1 "http://$web:80/" || echo "  (no answer: filtered)"
+	say "ip netns exec nd-demo-brnode nft list table inet netdrivers | head -30   # the rules, per attachment"
+	ip netns exec nd-demo-brnode nft list table inet netdrivers | head -30
+	detach_br() { say "cnitool del nd-bridge /run/netns/$1"; CAP_ARGS=$2 onbr cnitool del nd-bridge "/run/netns/$1"; }
+	detach_br nd-demo-web '{"portMappings":[{"hostPort":8080,"containerPort":80}]}'
+	detach_br nd-demo-client '{}'
+	say "ip -n nd-demo-brnode -br link   # the veths are gone; the bridge stays, as Docker's does"
+	ip -n nd-demo-brnode -br link
+}
+
 demo_none
+demo_bridge
 demo_hostns
 demo_joinns
 demo_macvlan
