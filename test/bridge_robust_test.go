@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
+	current "github.com/containernetworking/cni/pkg/types/100"
 
 	"github.com/netdrivers/netdrivers/pkg/nettest"
 	"github.com/netdrivers/netdrivers/pkg/state"
@@ -200,6 +201,40 @@ func TestBridgeOptions(t *testing.T) {
 	}
 	n.cni.MustCheck(t, list, c.rt)
 	n.detach(t, list, c)
+
+	// DNS: the config's "dns" is returned; the runtime's dns capability wins.
+	resolv := filepath.Join(t.TempDir(), "resolv.conf")
+	os.WriteFile(resolv, []byte("nameserver 192.0.2.53\nsearch ipam.example\n"), 0o644)
+	dnsList := bridgeConf(t, "dns", "nftables", "10.99.2.0/24", map[string]any{"ipam": map[string]any{"resolvConf": resolv}})
+	d := n.attach(t, dnsList, nil)
+	if ns := d.res.DNS.Nameservers; len(ns) != 1 || ns[0] != "192.0.2.53" {
+		t.Errorf("resolvConf DNS = %+v", d.res.DNS)
+	}
+	n.detach(t, dnsList, d)
+	dnsList = bridgeConf(t, "dns", "nftables", "10.99.2.0/24", map[string]any{"dns": map[string]any{"nameservers": []string{"192.0.2.54"}},
+		"capabilities": map[string]bool{"dns": true}})
+	d = n.attach(t, dnsList, nil)
+	if ns := d.res.DNS.Nameservers; len(ns) != 1 || ns[0] != "192.0.2.54" {
+		t.Errorf("config DNS = %+v", d.res.DNS)
+	}
+	n.detach(t, dnsList, d)
+	ns := nettest.NewNS(t)
+	rt := nettest.Runtime(t, ns, "eth0")
+	rt.CapabilityArgs = map[string]any{"dns": map[string]any{"servers": []string{"192.0.2.55"}, "searches": []string{"pod.example"}}}
+	got, err := current.NewResultFromResult(n.cni.MustAdd(t, dnsList, rt))
+	if err != nil || len(got.DNS.Nameservers) != 1 || got.DNS.Nameservers[0] != "192.0.2.55" || got.DNS.Search[0] != "pod.example" {
+		t.Errorf("runtime DNS = %+v (%v)", got.DNS, err)
+	}
+	n.cni.MustDel(t, dnsList, rt)
+
+	// args.cni.mac and args.cni.ips (the args convention).
+	argsList := bridgeConf(t, "args", "nftables", "10.99.3.0/24", map[string]any{
+		"args": map[string]any{"cni": map[string]any{"mac": "02:00:00:00:03:07", "ips": []string{"10.99.3.7"}}}})
+	a := n.attach(t, argsList, nil)
+	if a.addr(false) != "10.99.3.7" || nettest.Link(t, a.ns, "eth0").Attrs().HardwareAddr.String() != "02:00:00:00:03:07" {
+		t.Errorf("args.cni: address %s, MAC %s", a.addr(false), nettest.Link(t, a.ns, "eth0").Attrs().HardwareAddr)
+	}
+	n.detach(t, argsList, a)
 
 	l2 := bridgeConf(t, "l2", "nftables", "10.99.1.0/24", map[string]any{"isGateway": false})
 	c2 := n.attach(t, l2, nil)
