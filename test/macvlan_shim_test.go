@@ -6,6 +6,9 @@ import (
 	"testing"
 	"time"
 
+	current "github.com/containernetworking/cni/pkg/types/100"
+
+	"github.com/netdrivers/netdrivers/pkg/netns"
 	"github.com/netdrivers/netdrivers/pkg/nettest"
 )
 
@@ -146,4 +149,38 @@ func TestMacvlanHostShimDualStack(t *testing.T) {
 	l.cni.MustCheck(t, list, c.rt)
 	l.cni.MustDel(t, list, c.rt)
 	l.assertClean(t, before, list.Name)
+}
+
+// TestMacvlanJoinnsTarget: joinns finds a macvlan container by its
+// container ID (macvlan records its namespace on ADD and forgets it on
+// DEL), so a sidecar can share its stack and its LAN address.
+func TestMacvlanJoinnsTarget(t *testing.T) {
+	nettest.RequireRoot(t)
+	t.Parallel()
+	l := newMvLAN(t, false)
+	list := l.list(t, "1.0.0", nil)
+	c := l.attach(t, list)
+	join := nettest.ConfList(t, map[string]any{"cniVersion": "1.0.0", "name": "mv-join",
+		"plugins": []any{map[string]any{"type": "joinns"}}})
+	side := nettest.NewNS(t)
+	rt := nettest.Runtime(t, side, "eth0")
+	rt.Args = [][2]string{{"IgnoreUnknown", "1"}, {"TARGET", c.rt.ContainerID}}
+	res, err := current.NewResultFromResult(l.cni.MustAdd(t, join, rt))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The sidecar's path now holds the macvlan container's namespace.
+	if id, err := netns.IDOf(side.Path()); err != nil || id != c.ns.Handle().ID() {
+		t.Errorf("sidecar path holds %v (%v), want the macvlan container's %v", id, err, c.ns.Handle().ID())
+	}
+	if len(res.IPs) == 0 || res.IPs[0].Address.IP.String() != c.ip(false) {
+		t.Errorf("joinns result %v, want the macvlan container's %s", res.IPs, c.ip(false))
+	}
+	l.cni.MustDel(t, join, rt)
+	l.cni.MustDel(t, list, c.rt)
+	other := nettest.Runtime(t, nettest.NewNS(t), "eth0")
+	other.Args = rt.Args
+	if _, err := l.cni.AddNetworkList(context.Background(), join, other); err == nil {
+		t.Error("joinns still found the macvlan container after its DEL")
+	}
 }
