@@ -97,6 +97,9 @@ func (b *nftBackend) Add(ctx context.Context, n *Network, a *Attachment) (err er
 		}
 		return cnierr.Wrap(cnierr.IOFailure, fmt.Errorf("add nftables rules of %s: %w", a.Key.Hash(), err))
 	}
+	u.Push(func() error {
+		return b.delAttachment(c, a.Key, &record{Key: a.Key, Addrs: a.Addrs, Ports: a.Ports})
+	})
 	return flushUDP(b.host, udpPorts(ms))
 }
 
