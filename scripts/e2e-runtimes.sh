@@ -11,7 +11,8 @@
 # removed: containers, daemons, namespaces, mounts, the work dir.
 #
 # A driver whose plugins/<name> does not exist yet is skipped, loudly;
-# one that exists must work. ND_RT_DRIVERS=a,b limits the run (development).
+# one that exists must work. ND_RT_DRIVERS=a,b limits the run (development);
+# ND_RT_KEEP_LOGS=DIR keeps the logs, plugin call records and configs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -88,6 +89,12 @@ cleanup() {
 			umount -l "$ns" 2>/dev/null
 			rm -f "$ns"
 		done <"$work/netns.list"
+	fi
+	if [ -n "${ND_RT_KEEP_LOGS:-}" ]; then
+		mkdir -p "$ND_RT_KEEP_LOGS"
+		(cd "$work" && find . \( -name '*.log' -o -name '*.jsonl' -o -name '*.conflist' -o -name '*.toml' -o -name '*.conf' \) \
+			-exec cp --parents {} "$ND_RT_KEEP_LOGS" \;)
+		echo "e2e-runtimes: logs, call records and configs kept in $ND_RT_KEEP_LOGS" >&2
 	fi
 	rm -rf "$work"
 	if [ "$(ls -la /etc/cni/net.d 2>/dev/null || true)" != "$etc_before" ]; then

@@ -124,7 +124,10 @@ func stripSaveNoise(s string) string {
 	return strings.Join(out, "\n")
 }
 
-// files lists the paths below d, relative to it (absent d: none).
+// files lists the paths below d, relative to it (absent d: none). The
+// address store's index buckets (<network>/.netdrivers/b-xx) are kept by
+// design once made (at most 256, rewritten in place) and are listed only
+// while they hold a record.
 func files(t *testing.T, d string) []string {
 	t.Helper()
 	var out []string
@@ -135,9 +138,11 @@ func files(t *testing.T, d string) []string {
 			}
 			return err
 		}
-		if rel, _ := filepath.Rel(d, p); rel != "." {
-			out = append(out, rel)
+		rel, _ := filepath.Rel(d, p)
+		if rel == "." || (indexBucket.MatchString(rel) && noRecords(t, p)) {
+			return nil
 		}
+		out = append(out, rel)
 		return nil
 	})
 	if err != nil {
@@ -145,6 +150,46 @@ func files(t *testing.T, d string) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+var indexBucket = regexp.MustCompile(`(^|/)\.netdrivers/b-[0-9a-f]{2}$`)
+
+// noRecords reports whether an index bucket holds no record: nothing but
+// its "#" header line and newline padding.
+func noRecords(t *testing.T, p string) bool {
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
+			return false
+		}
+	}
+	return true
+}
+
+// wantNoMention asserts that no file below dirs names any of ids (the
+// removed containers): nothing of theirs stays in a store or state file.
+func wantNoMention(t *testing.T, dirs []string, ids ...string) {
+	t.Helper()
+	for _, d := range dirs {
+		for _, rel := range files(t, d) {
+			p := filepath.Join(d, rel)
+			if st, err := os.Stat(p); err != nil || st.IsDir() {
+				continue
+			}
+			b, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, id := range ids {
+				if strings.Contains(rel, id) || strings.Contains(string(b), id) {
+					t.Errorf("%s still names removed container %.12s", p, id)
+				}
+			}
+		}
+	}
 }
 
 // wantSameState fails t with a line diff when the node state changed.

@@ -21,6 +21,7 @@ import (
 const (
 	ctdUplink    = "10.213.100.1" // the node's address, towards "outside"
 	ctdBridgeNet = "10.213.1.0/24"
+	ctdBridgeV6  = "fd00:213:1::/64"
 	ctdMacvlan   = "10.213.11.0/24"
 	ctdLANPeer   = "10.213.11.254" // a machine on the macvlan parent's segment
 	ctdHostPort  = 18080
@@ -48,19 +49,21 @@ func TestContainerd(t *testing.T) {
 	nettest.NewVeth(t, host, "ndrt-mv0", "", e.lan, "ndrt-lan0", ctdLANPeer+"/24")
 	e.ipamDir = dir(t, "containerd", "ipam")
 
-	def := conflist("nd-ctd-none", noneNet())
+	// The shipped conf-examples, with only private names, ranges and
+	// stores (and the macvlan parent) set.
+	def := example(t, "none", "nd-ctd-none", nil)
 	if driverExists("host-local-bridge") {
-		def = conflist("nd-ctd-bridge", bridgeNet("ndrt-br0", ctdBridgeNet, e.ipamDir))
+		def = bridgeConf(t, "nd-ctd-bridge", "ndrt-br0", e.ipamDir, ctdBridgeNet, ctdBridgeV6)
 	}
-	handlers := map[string][]byte{"nd-none": conflist("nd-ctd-none", noneNet())}
+	handlers := map[string][]byte{"nd-none": example(t, "none", "nd-ctd-none", nil)}
 	if driverExists("macvlan") {
-		handlers["nd-macvlan"] = conflist("nd-ctd-macvlan", macvlanNet("ndrt-mv0", ctdMacvlan, e.ipamDir))
+		handlers["nd-macvlan"] = macvlanConf(t, "nd-ctd-macvlan", "ndrt-mv0", ctdMacvlan, e.ipamDir)
 	}
 	if driverExists("hostns") {
-		handlers["nd-hostns"] = conflist("nd-ctd-host", hostnsNet())
+		handlers["nd-hostns"] = example(t, "hostns", "nd-ctd-host", nil)
 	}
 	if driverExists("joinns") {
-		handlers["nd-joinns"] = conflist("nd-ctd-join", joinnsNet())
+		handlers["nd-joinns"] = example(t, "joinns", "nd-ctd-join", nil)
 	}
 	e.d = startContainerd(t, host, def, handlers)
 
@@ -93,6 +96,7 @@ func (d *containerd) runPod(ctx context.Context, t *testing.T, p *cri.Pod, argv 
 		t.Fatalf("%v\ncontainerd log:\n%s", err, d.log())
 	}
 	r := &pod{Pod: p, id: id}
+	t.Cleanup(func() { d.forget(id) })
 	if r.ctr, err = d.cri.Start(ctx, id, p, "main", busyboxRef, argv...); err != nil {
 		t.Fatal(err)
 	}
@@ -103,6 +107,14 @@ func (d *containerd) runPod(ctx context.Context, t *testing.T, p *cri.Pod, argv 
 		t.Fatalf("pod %s: no netns path (%v)", p.Name, err)
 	}
 	return r
+}
+
+// forget removes a pod a failed scenario left (gone is fine).
+func (d *containerd) forget(id string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	d.cri.StopPod(ctx, id)
+	d.cri.RemovePod(ctx, id)
 }
 
 // exec runs argv in the pod's container.
@@ -198,6 +210,7 @@ func (e *ctdEnv) bridge(t *testing.T) {
 	d.removePod(ctx, t, a, "host-local-bridge")
 	d.removePod(ctx, t, b, "host-local-bridge")
 	wantSameState(t, "StopPodSandbox+RemovePodSandbox of two host-local-bridge pods", before, nodeState(t, d.host, dirs...))
+	wantNoMention(t, dirs, warm.id, a.id, b.id)
 	noCacheLeft(t, e.cache0, "nd-ctd-bridge")
 }
 
@@ -223,10 +236,12 @@ func (e *ctdEnv) macvlan(t *testing.T) {
 	}
 	d.exec(ctx, t, a, "ping", "-c", "1", "-W", "3", ctdLANPeer)
 	wantPage(t, e.lan, "http://"+a.ips[0]+"/")
+	wantPage(t, d.host, "http://"+a.ips[0]+"/") // the node (kubelet probes) through the example's hostShim
 
 	d.removePod(ctx, t, a, "macvlan")
 	d.removePod(ctx, t, b, "macvlan")
 	wantSameState(t, "StopPodSandbox+RemovePodSandbox of two macvlan pods", before, nodeState(t, d.host, dirs...))
+	wantNoMention(t, dirs, warm.id, a.id, b.id)
 	noCacheLeft(t, e.cache0, "nd-ctd-macvlan")
 }
 
@@ -255,6 +270,7 @@ func (e *ctdEnv) hostns(t *testing.T) {
 	wantPage(t, e.outside, "http://"+ctdUplink+":80/")
 	d.removePod(ctx, t, p, "hostns")
 	wantSameState(t, "StopPodSandbox+RemovePodSandbox of a hostns pod", before, nodeState(t, d.host, dirs...))
+	wantNoMention(t, dirs, warm.id, p.id)
 	noCacheLeft(t, e.cache0, "nd-ctd-host")
 }
 
@@ -294,6 +310,7 @@ func (e *ctdEnv) joinns(t *testing.T) {
 	}
 	d.removePod(ctx, t, tgt, "macvlan")
 	wantSameState(t, "StopPodSandbox+RemovePodSandbox of a joinns pod and its target", before, nodeState(t, d.host, dirs...))
+	wantNoMention(t, dirs, warm.id, wj.id, tgt.id, j.id)
 	noCacheLeft(t, e.cache0, "nd-ctd-join")
 }
 

@@ -6,25 +6,11 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+
+	"github.com/netdrivers/netdrivers/pkg/nettest"
 )
-
-// plugin is one entry of a conflist.
-type plugin map[string]any
-
-// conflist renders a network list in the form the suite ships:
-// cniVersion 1.0.0 (what Podman 4.3's and containerd 1.6's libcni read)
-// with cniVersions offering 1.1.0 to newer runtimes.
-func conflist(name string, plugins ...plugin) []byte {
-	b, err := json.MarshalIndent(map[string]any{
-		"cniVersion": "1.0.0", "cniVersions": []string{"1.0.0", "1.1.0"},
-		"name": name, "plugins": plugins,
-	}, "", "  ")
-	if err != nil {
-		panic(err)
-	}
-	return b
-}
 
 // writeConf writes a conflist into dir as <name>.conflist.
 func writeConf(t *testing.T, dir, name string, body []byte) string {
@@ -36,33 +22,76 @@ func writeConf(t *testing.T, dir, name string, body []byte) string {
 	return p
 }
 
-// hostLocal is the built-in host-local IPAM on subnet, its store in the
-// work dir (never /var/lib/cni/networks).
-func hostLocal(subnet, dataDir string) map[string]any {
-	return map[string]any{"type": "host-local", "ranges": [][]map[string]string{{{"subnet": subnet}}}, "dataDir": dataDir}
+// example returns the shipped conf-examples/<file>.conflist renamed to
+// name, with set applied to its first plugin: only the fields a user sets
+// (the macvlan parent) and the test's private ones (bridge name, ranges,
+// the store under the work dir). A key of "ipam" set to a map is merged
+// into the example's ipam; a nil value deletes the key.
+func example(t *testing.T, file, name string, set map[string]any) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(nettest.RepoRoot(), "conf-examples", file+".conflist"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conf map[string]any
+	if err := json.Unmarshal(b, &conf); err != nil {
+		t.Fatalf("conf-examples/%s.conflist: %v", file, err)
+	}
+	plugins, _ := conf["plugins"].([]any)
+	if len(plugins) == 0 {
+		t.Fatalf("conf-examples/%s.conflist has no plugins", file)
+	}
+	first := plugins[0].(map[string]any)
+	merge(first, set)
+	conf["name"] = name
+	out, err := json.MarshalIndent(conf, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
-// bridgeNet is a host-local-bridge network publishing ports.
-func bridgeNet(bridge, subnet, dataDir string) plugin {
-	return plugin{"type": "host-local-bridge", "bridge": bridge, "capabilities": map[string]bool{"portMappings": true},
-		"ipam": hostLocal(subnet, dataDir)}
+// merge applies set onto m: nested maps merge, nil deletes.
+func merge(m, set map[string]any) {
+	for k, v := range set {
+		switch v := v.(type) {
+		case nil:
+			delete(m, k)
+		case map[string]any:
+			sub, ok := m[k].(map[string]any)
+			if !ok {
+				sub = map[string]any{}
+				m[k] = sub
+			}
+			merge(sub, v)
+		default:
+			m[k] = v
+		}
+	}
 }
 
-// macvlanNet is a macvlan network on master.
-func macvlanNet(master, subnet, dataDir string) plugin {
-	return plugin{"type": "macvlan", "master": master, "mode": "bridge", "ipam": hostLocal(subnet, dataDir)}
+// ranges is an ipam "ranges" value: one range set per subnet (dual-stack
+// when given a v4 and a v6 subnet).
+func ranges(subnets ...string) [][]map[string]string {
+	var r [][]map[string]string
+	for _, s := range subnets {
+		r = append(r, []map[string]string{{"subnet": s}})
+	}
+	return r
 }
 
-// hostnsNet is Docker's host mode; it has to be asked for.
-func hostnsNet() plugin {
-	return plugin{"type": "hostns", "allowHostNetwork": true, "capabilities": map[string]bool{"portMappings": true}}
+// bridgeConf is the shipped host-local-bridge example on a private
+// bridge, subnets and store.
+func bridgeConf(t *testing.T, name, bridge, dataDir string, subnets ...string) []byte {
+	return example(t, "host-local-bridge", name, map[string]any{"bridge": bridge,
+		"ipam": map[string]any{"ranges": ranges(subnets...), "dataDir": dataDir}})
 }
 
-// joinnsNet is Docker's container:X mode; the target comes per call
-// (CNI_ARGS TARGET=, or the pod annotation through the capability).
-func joinnsNet() plugin {
-	return plugin{"type": "joinns", "capabilities": map[string]bool{"io.kubernetes.cri.pod-annotations": true}}
+// macvlanConf is the shipped macvlan example on master (the one field a
+// user must set), with a private range and store.
+func macvlanConf(t *testing.T, name, master, subnet, dataDir string) []byte {
+	pfx := strings.TrimSuffix(subnet, "0/24")
+	return example(t, "macvlan", name, map[string]any{"master": master, "ipam": map[string]any{
+		"ranges": [][]map[string]string{{{"subnet": subnet, "rangeStart": pfx + "100", "rangeEnd": pfx + "199", "gateway": pfx + "1"}}},
+		"dataDir": dataDir}})
 }
-
-// noneNet is Docker's none.
-func noneNet() plugin { return plugin{"type": "none"} }

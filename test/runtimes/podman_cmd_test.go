@@ -129,12 +129,6 @@ func (p *podman) must(t *testing.T, extraEnv []string, args ...string) string {
 	return strings.TrimSpace(out)
 }
 
-// addNetwork writes a conflist into the private network config dir.
-func (p *podman) addNetwork(t *testing.T, name string, plugins ...plugin) {
-	t.Helper()
-	writeConf(t, p.netDir, name, conflist(name, plugins...))
-}
-
 // networks lists the networks Podman loaded, failing when one that was
 // written is missing: Podman drops a conflist it cannot validate with
 // nothing but a warning, and the "network not found" that follows names

@@ -17,6 +17,7 @@ import (
 const (
 	pmUplink    = "10.213.200.1" // the node's address, towards "outside"
 	pmBridgeNet = "10.213.2.0/24"
+	pmBridgeV6  = "fd00:213:2::/64"
 	pmStaticIP  = "10.213.2.50"
 	pmStaticMAC = "02:42:0a:d5:02:32"
 	pmMacvlan   = "10.213.12.0/24"
@@ -52,17 +53,21 @@ func TestPodman(t *testing.T) {
 	e.ipamDir = dir(t, "podman", "ipam")
 
 	var nets []string
-	add := func(driver, name string, pl plugin) {
+	// The shipped conf-examples, with only private names, ranges and
+	// stores (and the macvlan parent) set.
+	add := func(driver, name string, body func() []byte) {
 		if driverExists(driver) {
-			e.p.addNetwork(t, name, pl)
+			writeConf(t, e.p.netDir, name, body())
 			nets = append(nets, name)
 		}
 	}
-	add("host-local-bridge", pmBridge, bridgeNet("ndrt-br1", pmBridgeNet, e.ipamDir))
-	add("macvlan", pmMV, macvlanNet("ndrt-mv0", pmMacvlan, e.ipamDir))
-	add("hostns", pmHost, hostnsNet())
-	add("joinns", pmJoin, joinnsNet())
-	add("none", pmNone, noneNet())
+	add("host-local-bridge", pmBridge, func() []byte {
+		return bridgeConf(t, pmBridge, "ndrt-br1", e.ipamDir, pmBridgeNet, pmBridgeV6)
+	})
+	add("macvlan", pmMV, func() []byte { return macvlanConf(t, pmMV, "ndrt-mv0", pmMacvlan, e.ipamDir) })
+	add("hostns", pmHost, func() []byte { return example(t, "hostns", pmHost, nil) })
+	add("joinns", pmJoin, func() []byte { return example(t, "joinns", pmJoin, nil) })
+	add("none", pmNone, func() []byte { return example(t, "none", pmNone, nil) })
 	// Podman VERSION-probes every plugin of every conflist and drops, with
 	// a mere warning, a conflist whose cniVersion one does not list.
 	if _, err := e.p.networks(nets...); err != nil {
@@ -110,14 +115,29 @@ func (e *pmEnv) finish(t *testing.T, what, network, before string, t0 time.Time)
 	wantSameState(t, what, before, e.state(t))
 	noCacheLeft(t, e.cache0, network)
 	e.p.rec.wantCleanSince(t, t0)
+	var ids []string
+	for _, c := range since(e.p.rec.calls(t), t0) {
+		if c.verb() == "ADD" {
+			ids = append(ids, c.id())
+		}
+	}
+	wantNoMention(t, []string{e.ipamDir, e.p.stateDir}, ids...)
+}
+
+// start runs a detached container (removed when t ends if the scenario
+// did not get that far) and returns what podman inspect says of it.
+func (e *pmEnv) start(t *testing.T, env []string, name, network string, args ...string) container {
+	t.Helper()
+	run := append([]string{"run", "-d", "--name", name, "--network", network}, args...)
+	t.Cleanup(func() { e.p.run(nil, "rm", "-f", "-t", "0", "--ignore", name) })
+	e.p.must(t, env, run...)
+	return e.p.inspect(t, name, network)
 }
 
 // serve starts a detached busybox httpd container.
 func (e *pmEnv) serve(t *testing.T, name, network string, args ...string) container {
 	t.Helper()
-	run := append([]string{"run", "-d", "--name", name, "--network", network}, args...)
-	e.p.must(t, nil, append(append(run, "--rootfs", e.p.rootfs), httpd...)...)
-	return e.p.inspect(t, name, network)
+	return e.start(t, nil, name, network, append(append(args, "--rootfs", e.p.rootfs), httpd...)...)
 }
 
 // exec runs argv in a running container.
@@ -213,8 +233,7 @@ func (e *pmEnv) joinns(t *testing.T) {
 	before, t0 := e.warm(t, pmBridge)
 	tgt := e.serve(t, "pm-target", pmBridge)
 	env := []string{"CNI_ARGS=TARGET=" + tgt.ID}
-	e.p.must(t, env, "run", "-d", "--name", "pm-join", "--network", pmJoin, "--rootfs", e.p.rootfs, "sleep", "3600")
-	join := e.p.inspect(t, "pm-join", pmJoin)
+	join := e.start(t, env, "pm-join", pmJoin, "--rootfs", e.p.rootfs, "sleep", "3600")
 	if got, want := nsIno(t, fmt.Sprintf("/proc/%d/ns/net", join.PID)), nsIno(t, fmt.Sprintf("/proc/%d/ns/net", tgt.PID)); got != want {
 		t.Fatalf("the joiner runs in %s, its target in %s", got, want)
 	}
