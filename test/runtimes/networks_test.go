@@ -92,6 +92,6 @@ func bridgeConf(t *testing.T, name, bridge, dataDir string, subnets ...string) [
 func macvlanConf(t *testing.T, name, master, subnet, dataDir string) []byte {
 	pfx := strings.TrimSuffix(subnet, "0/24")
 	return example(t, "macvlan", name, map[string]any{"master": master, "ipam": map[string]any{
-		"ranges": [][]map[string]string{{{"subnet": subnet, "rangeStart": pfx + "100", "rangeEnd": pfx + "199", "gateway": pfx + "1"}}},
+		"ranges":  [][]map[string]string{{{"subnet": subnet, "rangeStart": pfx + "100", "rangeEnd": pfx + "199", "gateway": pfx + "1"}}},
 		"dataDir": dataDir}})
 }
