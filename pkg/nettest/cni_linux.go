@@ -39,6 +39,9 @@ type CNI struct {
 	Host     *NS
 	StateDir string
 	Env      []string // extra environment for every plugin run
+	// MaxCalls bounds what Calls keeps to the latest calls (0: all), for
+	// long runs such as the soak.
+	MaxCalls int
 
 	t     testing.TB
 	mu    sync.Mutex
@@ -90,6 +93,9 @@ func (c *CNI) ExecPlugin(ctx context.Context, path string, stdin []byte, environ
 	}
 	c.mu.Lock()
 	c.calls = append(c.calls, call)
+	if c.MaxCalls > 0 && len(c.calls) > c.MaxCalls {
+		c.calls = append([]Call(nil), c.calls[len(c.calls)-c.MaxCalls:]...)
+	}
 	c.mu.Unlock()
 	if call.Err != nil {
 		return nil, call.Err
