@@ -128,12 +128,14 @@ func TestUDPConntrackFlush(t *testing.T) {
 			if n := udpEntries(t, w, 5353); n == 0 {
 				t.Fatal("no conntrack entry made before publishing: the test proves nothing")
 			}
+			// IPv6 neighbour discovery towards a fresh namespace takes seconds: settle it first.
+			nettest.Reachable(t, w.host, b.ip6)
 			att := b.attachment(port("udp", "", 5353, 53))
 			if err := be.Add(ctx, bn.Network, att); err != nil {
 				t.Fatal(err)
 			}
 			for _, addr := range []string{join(hostOut4, 5353), join(hostOut6, 5353)} {
-				nettest.Eventually(t, 2*time.Second, "udp from the same source port to "+addr, func() error {
+				nettest.Eventually(t, 5*time.Second, "udp from the same source port to "+addr, func() error {
 					_, err := udpFrom(w.client, 40000, addr)
 					return err
 				})
