@@ -126,16 +126,16 @@ func (b *iptBackend) Del(ctx context.Context, n *Network, key netconf.Key) error
 		for _, r := range jumps {
 			errs = append(errs, deleteRule(ipt, r))
 		}
-		// Whatever the record missed: jumps carry the hash in a comment.
+		if rec != nil {
+			return errors.Join(append(errs, deleteAttChain(ipt, key))...)
+		}
+		// No record: jumps carry the hash in a comment.
 		left, err := rulesWith(ipt, "nat", iptDNAT, iptAttChain(key))
 		errs = append(errs, err)
 		for _, line := range left {
 			errs = append(errs, deleteRule(ipt, iptRule{Table: "nat", Chain: iptDNAT, Spec: splitRule(line)}))
 		}
-		if err := ipt.ClearAndDeleteChain("nat", iptAttChain(key)); err != nil && !isIptNotExist(err) {
-			errs = append(errs, fmt.Errorf("delete chain nat %s: %w", iptAttChain(key), err))
-		}
-		return errors.Join(errs...)
+		return errors.Join(append(errs, deleteAttChain(ipt, key))...)
 	})
 	err = errors.Join(rerr, err, flushUDP(b.host, udpPorts(ms)))
 	if err != nil {
@@ -300,4 +300,11 @@ func (b *iptBackend) deleteSkeleton() error {
 		errs = append(errs, removeForwardChainIfEmpty(ipt))
 		return errors.Join(errs...)
 	})
+}
+
+func deleteAttChain(ipt *iptables.IPTables, key netconf.Key) error {
+	if err := ipt.ClearAndDeleteChain("nat", iptAttChain(key)); err != nil && !isIptNotExist(err) {
+		return fmt.Errorf("delete chain nat %s: %w", iptAttChain(key), err)
+	}
+	return nil
 }
