@@ -197,6 +197,17 @@ func (e *ctdEnv) bridge(t *testing.T) {
 	if a.ips[0] == b.ips[0] {
 		t.Fatalf("both pods got %s", a.ips[0])
 	}
+	// The example's second range makes the pods dual-stack: the CRI
+	// reports the IPv6 address too (the Pod's podIPs), and it works.
+	for _, p := range []*pod{a, b} {
+		if len(p.ips) != 2 {
+			t.Fatalf("pod %s: the CRI reports %v, want an IPv4 and an IPv6 address", p.Name, p.ips)
+		}
+		wantIn(t, p.ips[1], ctdBridgeV6)
+	}
+	if got := d.exec(ctx, t, b, fetch("http://["+a.ips[1]+"]/")...); strings.TrimSpace(got) != page {
+		t.Errorf("pod to pod HTTP over IPv6 served %q", got)
+	}
 	d.exec(ctx, t, b, "ping", "-c", "1", "-W", "3", a.ips[0])
 	if got := d.exec(ctx, t, b, fetch("http://"+a.ips[0]+"/")...); strings.TrimSpace(got) != page {
 		t.Errorf("pod to pod HTTP served %q", got)
