@@ -7,6 +7,7 @@ import (
 	"io"
 	"log"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -54,5 +55,40 @@ func BenchmarkAllocateRelease(b *testing.B) {
 			b.ReportMetric(float64(lookup.Microseconds())/float64(b.N), "addresses-µs/op")
 			b.ReportMetric(float64(rel.Microseconds())/float64(b.N), "release-µs/op")
 		})
+	}
+}
+
+// BenchmarkRebuild measures the one walk that follows a foreign change
+// (the reference binary wrote into the network), at 900 allocations.
+func BenchmarkRebuild(b *testing.B) {
+	log.SetOutput(io.Discard)
+	defer log.SetOutput(os.Stderr)
+	conf, _ := json.Marshal(map[string]any{"cniVersion": "1.0.0", "name": "bench", "ipam": map[string]any{
+		"type": "host-local", "subnet": "10.20.0.0/20", "dataDir": b.TempDir()}})
+	c, err := Load(conf, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	for i := range 900 {
+		if _, err := Allocate(ctx, c, key(fmt.Sprintf("pre%d", i))); err != nil {
+			b.Fatal(err)
+		}
+	}
+	foreign := filepath.Join(c.DataDir, c.network, "10.20.15.1")
+	b.ResetTimer()
+	for range b.N {
+		b.StopTimer()
+		os.WriteFile(foreign, []byte("ref\r\neth0"), 0o600) // what the reference does
+		b.StartTimer()
+		if _, err := Addresses(ctx, c, key("ref")); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		os.Remove(foreign)
+		b.StartTimer()
+		if _, err := Addresses(ctx, c, key("ref")); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

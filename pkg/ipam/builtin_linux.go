@@ -242,9 +242,13 @@ func gc(ctx context.Context, c *Config, valid []types.GCAttachment) error {
 
 // status fails (code 50) when the store cannot be written: the network's
 // directory, or the nearest existing one above it, is not a writable
-// directory. It creates nothing.
+// directory, or its lock is not a plain file (every ADD would fail). It
+// creates nothing.
 func status(c *Config) error {
 	dir := filepath.Join(c.DataDir, c.network)
+	if st, err := os.Lstat(filepath.Join(dir, lockName)); err == nil && !st.Mode().IsRegular() {
+		return cnierr.Errorf(cnierr.NotAvailable, "address store %s: its lock is a %s, not a file", dir, st.Mode().Type())
+	}
 	for p := dir; ; p = filepath.Dir(p) {
 		st, err := os.Stat(p)
 		if errors.Is(err, os.ErrNotExist) && p != filepath.Dir(p) {

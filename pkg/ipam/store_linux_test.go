@@ -299,6 +299,9 @@ func TestHostileEntries(t *testing.T) {
 	if _, err := Allocate(ctx, c, key("third")); cnierr.CodeOf(err) != cnierr.IOFailure {
 		t.Errorf("ADD with a symlinked lock = %v (code %d), want code 5", err, cnierr.CodeOf(err))
 	}
+	if err := Status(ctx, c); cnierr.CodeOf(err) != cnierr.NotAvailable {
+		t.Errorf("STATUS with a symlinked lock = %v (code %d), want code 50", err, cnierr.CodeOf(err))
+	}
 }
 
 func TestGC(t *testing.T) {
