@@ -34,6 +34,8 @@ done
 
 work=$(mktemp -d /tmp/nd-rt.XXXXXX)
 etc_before=$(ls -la /etc/cni/net.d 2>/dev/null || true)
+# containerd's shims always put their sockets in /run/containerd/s.
+had_run_containerd=$([ -e /run/containerd ] && echo 1 || true)
 test_pid=
 
 # stop_pid PID: SIGTERM, up to 10 s to exit, then SIGKILL.
@@ -96,6 +98,12 @@ cleanup() {
 			-exec cp --parents {} "$ND_RT_KEEP_LOGS" \;)
 		echo "e2e-runtimes: logs, call records and configs kept in $ND_RT_KEEP_LOGS" >&2
 	fi
+	# libcni's result cache (/var/lib/cni/results, which neither runtime
+	# lets us move) keeps the entry of an attachment whose DEL failed.
+	for id in $(cat "$work"/*/calls.jsonl 2>/dev/null | grep -o '"CNI_CONTAINERID":"[^"]*"' | cut -d'"' -f4 | sort -u); do
+		rm -f /var/lib/cni/results/*-"$id"-*
+	done
+	[ -n "$had_run_containerd" ] || rmdir /run/containerd/s /run/containerd 2>/dev/null
 	rm -rf "$work"
 	if [ "$(ls -la /etc/cni/net.d 2>/dev/null || true)" != "$etc_before" ]; then
 		echo "e2e-runtimes: /etc/cni/net.d changed during the run" >&2
