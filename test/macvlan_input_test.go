@@ -47,7 +47,6 @@ func TestMacvlanBadInput(t *testing.T) {
 		{"duplicate static IP", nil, []string{"CNI_ARGS", "IP=" + heldIP}, 7, []string{heldIP}},
 		{"static IP outside the range", nil, []string{"CNI_ARGS", "IP=198.51.100.7"}, 7, []string{"198.51.100.7"}},
 		{"unknown CNI_ARGS", nil, []string{"CNI_ARGS", "FOO=1"}, 4, []string{"FOO"}},
-		{"ipam without type", map[string]any{"ipam": map[string]any{"type": ""}}, nil, 7, []string{"ipam.type"}},
 		{"ipam plugin missing", map[string]any{"ipam": map[string]any{"type": "nosuch-ipam"}}, nil, 7, []string{"nosuch-ipam"}},
 		{"hostShim in private mode", map[string]any{"hostShim": true, "mode": "private"}, nil, 7, []string{"hostShim", "bridge"}},
 		{"hostShim without ipam", map[string]any{"hostShim": true, "ipam": map[string]any{}}, nil, 7, []string{"hostShim", "ipam"}},

@@ -27,6 +27,8 @@ var mvRefExamples = map[string]string{
 		"linkInContainer": false, "mode": "bridge", "ipam": {"type": "DHCP"}}`,
 	"no master (default route)": `{"cniVersion": "1.0.0", "name": "mynet", "type": "macvlan", "ipam": {"type": "DHCP"}}`,
 	"L2 only":                   `{"cniVersion": "1.0.0", "name": "l2", "type": "macvlan", "master": "MASTER", "ipam": {}}`,
+	"ipam without type (L2 only)": `{"cniVersion": "1.0.0", "name": "l2", "type": "macvlan", "master": "MASTER",
+		"ipam": {"subnet": "192.0.2.0/24"}}`,
 	"private, mtu": `{"cniVersion": "0.4.0", "name": "priv", "type": "macvlan", "master": "MASTER", "mode": "private",
 		"mtu": 1400, "ipam": {"type": "DHCP"}}`,
 	"static": `{"cniVersion": "1.0.0", "name": "static", "type": "macvlan", "master": "MASTER",

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"log"
 	"net"
 	"net/netip"
 	"strings"
@@ -80,7 +81,10 @@ func load(r *cniplugin.Request[*Conf]) (*Conf, error) {
 		return nil, err
 	}
 	var err error
-	if c.ipam, err = ipam.Load(r.Stdin, r.Args); err != nil {
+	if untypedIPAM(r.Stdin) {
+		// The reference takes an "ipam" without "type" for L2 only.
+		log.Printf(`"ipam" has no "type": attaching at L2 only, without addresses, as the reference macvlan does`)
+	} else if c.ipam, err = ipam.Load(r.Stdin, r.Args); err != nil {
 		return nil, err
 	}
 	if err := c.validateShim(); err != nil {
@@ -175,6 +179,19 @@ func parseAddr(s string) (netip.Addr, error) {
 		return netip.Addr{}, cnierr.Errorf(cnierr.InvalidConfig, `"hostShimIP": %q is not a unicast global address`, s)
 	}
 	return a, nil
+}
+
+// untypedIPAM reports an "ipam" object with keys but no "type".
+func untypedIPAM(stdin []byte) bool {
+	var n struct {
+		IPAM map[string]json.RawMessage `json:"ipam"`
+	}
+	if json.Unmarshal(stdin, &n) != nil || len(n.IPAM) == 0 {
+		return false // absent, {} or malformed: ipam.Load decides
+	}
+	var typ string
+	json.Unmarshal(n.IPAM["type"], &typ)
+	return typ == ""
 }
 
 // validLinkName accepts what the kernel accepts as an interface name.
