@@ -94,8 +94,8 @@ func routeText(t *testing.T, ns *nettest.NS, link netlink.Link) string {
 func TestConfigureDAD(t *testing.T) {
 	t.Parallel()
 	_, cont := configureNS(t)
-	cont.Sysctl(t, "net/ipv6/neigh/eth0/retrans_time_ms", "100") // one probe, 0.1 s,
-	cont.Sysctl(t, "net/ipv6/conf/eth0/router_solicitation_delay", "0")   // sent at once
+	cont.Sysctl(t, "net/ipv6/neigh/eth0/retrans_time_ms", "100")        // one probe, 0.1 s,
+	cont.Sysctl(t, "net/ipv6/conf/eth0/router_solicitation_delay", "0") // sent at once
 	_, ipn, _ := net.ParseCIDR("2001:db8:50::9/64")
 	ipn.IP = net.ParseIP("2001:db8:50::9")
 	res := &current.Result{

@@ -130,29 +130,27 @@ func (s *store) makeTmp(content string) error {
 	return nil
 }
 
-// makeNamedTmp writes the entry aside in the index directory; a crash can
-// leave it there, where rebuild removes it.
+// makeNamedTmp writes the entry aside where no walk of the reference
+// binary looks: <dataDir>/.netdrivers-tmp/<network>.entry (no network can
+// be named ".netdrivers-tmp"), used only under this network's lock, so a
+// crash's leftover is simply overwritten by the next call.
 func (s *store) makeNamedTmp(content string) error {
-	dir := filepath.Join(s.dir, indexDirName)
+	dir := filepath.Join(filepath.Dir(s.dir), ".netdrivers-tmp")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return storeErr("create %s: %w", dir, err)
 	}
-	f, err := os.CreateTemp(dir, ".entry.tmp*")
+	path := filepath.Join(dir, filepath.Base(s.dir)+".entry")
+	os.Remove(path)
+	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
-		return storeErr("create temporary entry in %s: %w", dir, err)
+		return storeErr("create %s: %w", path, err)
 	}
-	if _, err := f.WriteString(content); err != nil {
-		f.Close()
-		os.Remove(f.Name())
-		return storeErr("write %s: %w", f.Name(), err)
+	if err := pwriteAll(fd, []byte(content)); err != nil {
+		unix.Close(fd)
+		os.Remove(path)
+		return storeErr("write %s: %w", path, err)
 	}
-	fd, err := unix.Dup(int(f.Fd()))
-	f.Close()
-	if err != nil {
-		os.Remove(f.Name())
-		return storeErr("dup: %w", err)
-	}
-	s.tmp, s.tmpOwner, s.tmpPath = fd, content, f.Name()
+	s.tmp, s.tmpOwner, s.tmpPath = fd, content, path
 	return nil
 }
 

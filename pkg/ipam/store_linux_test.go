@@ -435,3 +435,34 @@ func TestBootReclaim(t *testing.T) {
 		t.Errorf("a store older than the boot kept %q", files)
 	}
 }
+
+// TestNamedTmpFallback: on file systems without O_TMPFILE the entry is
+// written aside outside the network directory, linked, and the temporary
+// removed.
+func TestNamedTmpFallback(t *testing.T) {
+	t.Parallel()
+	c := builtin(t, map[string]any{"subnet": "10.15.0.0/24"})
+	s, err := openStore(context.Background(), c, bootID(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := owner{ID: "fb", IfName: "eth0"}
+	if err := s.makeNamedTmp(string(o.content())); err != nil {
+		t.Fatal(err)
+	}
+	tmp := s.tmpPath
+	if strings.HasPrefix(tmp, netDir(c)) {
+		t.Errorf("temporary %s inside the network directory the reference walks", tmp)
+	}
+	ok, err := s.reserve(netip.MustParseAddr("10.15.0.9"), o)
+	s.close()
+	if !ok || err != nil {
+		t.Fatalf("reserve = %v, %v", ok, err)
+	}
+	if got := storeFiles(t, c)["10.15.0.9"]; got != "fb\r\neth0" {
+		t.Errorf("entry = %q", got)
+	}
+	if _, err := os.Stat(tmp); !os.IsNotExist(err) {
+		t.Errorf("temporary left: %v", err)
+	}
+}
