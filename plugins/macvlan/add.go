@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"log"
 	"fmt"
 	"net/netip"
 
@@ -99,9 +100,10 @@ func configure(ctx context.Context, r *cniplugin.Request[*Conf], link netlink.Li
 	if c.ipam == nil {
 		return setUp(r.ContNS, link)
 	}
-	// Set before the link comes up: the kernel announces then.
+	// Set before the link comes up: the kernel announces then. Like the
+	// reference, a failure here costs only the announcement.
 	if err := announce(r.ContNS, r.Key.IfName); err != nil {
-		return err
+		log.Printf("%v", err)
 	}
 	ires, err := ipam.Allocate(ctx, c.ipam, r.Key)
 	if err != nil {
