@@ -3,8 +3,8 @@ package main
 import (
 	"context"
 	"errors"
-	"log"
 	"fmt"
+	"log"
 	"net/netip"
 
 	"github.com/containernetworking/cni/pkg/types"
