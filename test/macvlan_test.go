@@ -179,3 +179,29 @@ func TestMacvlanPassthru(t *testing.T) {
 	b := l.attach(t, l.list(t, "1.0.0", nil)) // free again
 	nettest.Reachable(t, b.ns, mvOutIP)
 }
+
+// TestMacvlanSecondAdd: a second ADD of the same attachment without DEL
+// fails (the interface exists) and leaves the first one whole.
+func TestMacvlanSecondAdd(t *testing.T) {
+	nettest.RequireRoot(t)
+	t.Parallel()
+	l := newMvLAN(t, false)
+	list := l.list(t, "1.0.0", map[string]any{"hostShim": true})
+	c := l.attach(t, list)
+	state := l.stateFiles(t)
+	_, err := l.cni.AddNetworkList(context.Background(), list, c.rt)
+	if nettest.Code(err) != 4 {
+		t.Fatalf("second ADD = %v, want code 4", err)
+	}
+	if got := l.stateFiles(t); strings.Join(got, ",") != strings.Join(state, ",") {
+		t.Errorf("state %v -> %v", state, got)
+	}
+	if ips := l.storeIPs(t, list.Name); len(ips) != 2 { // the container's and the shim's
+		t.Errorf("store = %v, want the first ADD's two entries", ips)
+	}
+	nettest.Reachable(t, l.host, c.ip(false))
+	l.cni.MustDel(t, list, c.rt)
+	if f := l.stateFiles(t); len(f) > 0 || len(l.storeIPs(t, list.Name)) > 0 {
+		t.Errorf("left after DEL: state %v, store %v", f, l.storeIPs(t, list.Name))
+	}
+}

@@ -48,11 +48,18 @@ func add(ctx context.Context, r *cniplugin.Request[*Conf]) (_ *current.Result, e
 	defer u.OnError(&err)
 
 	// The intent record comes first, so that DEL and GC can undo a
-	// half-done ADD from the key alone.
+	// half-done ADD from the key alone. A record already there (a second
+	// ADD without DEL, which fails below) is put back on rollback.
+	old, _ := st.GetAttachment(r.Key)
 	if err := st.PutAttachment(record(r, parent)); err != nil {
 		return nil, err
 	}
-	u.Push(func() error { return st.DelAttachment(r.Key) })
+	u.Push(func() error {
+		if old != nil {
+			return st.PutAttachment(old)
+		}
+		return st.DelAttachment(r.Key)
+	})
 
 	link, err := addMacvlan(parentNS, r.ContNS, linkSpec{Name: r.Key.IfName, Parent: parent,
 		Mode: c.mode, MTU: c.MTU, MAC: c.mac, BCQueueLen: c.BCQueueLen})
