@@ -21,6 +21,9 @@ go vet ./...
 log "unit and integration tests"
 go test -count=1 -timeout 20m ./...
 
+log "fuzz, short (scripts/fuzz.sh: every target, FUZZTIME each)"
+./scripts/fuzz.sh
+
 log "cnitool end-to-end"
 ./scripts/e2e-cnitool.sh
 
