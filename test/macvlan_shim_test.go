@@ -147,7 +147,24 @@ func TestMacvlanHostShimDualStack(t *testing.T) {
 		t.Errorf("host -> container TCP over IPv6 = %q, %v", got, err)
 	}
 	l.cni.MustCheck(t, list, c.rt)
+
+	// An admin flushes the shim: CHECK says so, the next ADD repairs the
+	// shim's addresses.
+	shim := ""
+	for _, n := range nettest.LinkNames(t, l.host) {
+		if strings.HasPrefix(n, "mvshim") {
+			shim = n
+		}
+	}
+	l.host.MustRun(t, "ip", "addr", "flush", "dev", shim, "scope", "global")
+	if err := l.cni.CheckNetworkList(context.Background(), list, c.rt); err == nil {
+		t.Error("CHECK passed with the shim's addresses flushed")
+	}
+	d := l.attach(t, list)
+	nettest.Reachable(t, l.host, d.ip(false))
+	nettest.Reachable(t, l.host, d.ip(true))
 	l.cni.MustDel(t, list, c.rt)
+	l.cni.MustDel(t, list, d.rt)
 	l.assertClean(t, before, list.Name)
 }
 

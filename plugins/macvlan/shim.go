@@ -241,6 +241,15 @@ func (s *shim) ensureNet(ctx context.Context, link netlink.Link, c *Conf, networ
 		}
 	}
 	if ok {
+		// Put back what an admin's flush may have taken; routes need
+		// their source address.
+		for _, a := range sn.Addrs {
+			if ip, err := netip.ParseAddr(a); err == nil {
+				if err := s.nl().AddrReplace(link, hostAddr(ip)); err != nil {
+					return nil, fmt.Errorf("add %s to host shim %q: %w", ip, link.Attrs().Name, err)
+				}
+			}
+		}
 		return &sn, nil
 	}
 	sn = shimNet{Network: network}
