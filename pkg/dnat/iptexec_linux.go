@@ -100,12 +100,12 @@ func deleteRule(ipt *iptables.IPTables, r iptRule) error {
 // deleteChainIfEmpty removes chain when it holds no rule, first removing
 // every jump to it from the built-in chains listed.
 func deleteChainIfEmpty(ipt *iptables.IPTables, table, chain string, hooks map[string][]string) error {
-	rules, err := ipt.List(table, chain)
+	rules, err := listChain(ipt, table, chain)
 	if err != nil {
-		if isIptNotExist(err) {
-			return nil
-		}
 		return fmt.Errorf("list %s %s: %w", table, chain, err)
+	}
+	if rules == nil {
+		return nil // gone
 	}
 	if len(rules) > 1 { // the first line is "-N chain"
 		return nil
@@ -122,14 +122,28 @@ func deleteChainIfEmpty(ipt *iptables.IPTables, table, chain string, hooks map[s
 
 // rulesWith lists the rules of chain whose text contains s.
 func rulesWith(ipt *iptables.IPTables, table, chain, s string) ([]string, error) {
-	rules, err := ipt.List(table, chain)
+	rules, err := listChain(ipt, table, chain)
 	if err != nil {
-		if isIptNotExist(err) {
-			return nil, nil
-		}
 		return nil, err
 	}
 	return slices.DeleteFunc(rules, func(r string) bool { return !strings.Contains(r, s) }), nil
+}
+
+// listChain lists chain's rules; nil, nil when the chain does not exist.
+// iptables-nft 1.8.9 reports a missing chain (or table) as "incompatible",
+// so an error is confirmed with ChainExists, which goes by the exit code.
+func listChain(ipt *iptables.IPTables, table, chain string) ([]string, error) {
+	rules, err := ipt.List(table, chain)
+	if err == nil {
+		return rules, nil
+	}
+	if isIptNotExist(err) {
+		return nil, nil
+	}
+	if ok, cerr := ipt.ChainExists(table, chain); cerr == nil && !ok {
+		return nil, nil
+	}
+	return nil, err
 }
 
 func isIptNotExist(err error) bool {
