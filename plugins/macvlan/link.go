@@ -48,7 +48,7 @@ func findParent(ns *netns.Handle, name string) (netlink.Link, error) {
 	l, err := nl.LinkByName(name)
 	if err != nil {
 		if isNotFound(err) {
-			return nil, fmt.Errorf("master %q does not exist in %s: %w", name, ns.Path, ErrParent)
+			return nil, fmt.Errorf("master %q does not exist in %s: %w", name, where(ns), ErrParent)
 		}
 		return nil, fmt.Errorf("find master %q: %w", name, err)
 	}
@@ -85,7 +85,15 @@ func defaultRouteLink(ns *netns.Handle) (string, error) {
 			}
 		}
 	}
-	return "", cnierr.Errorf(cnierr.InvalidConfig, `"master" is not set and %s has no default route to take it from`, ns.Path)
+	return "", cnierr.Errorf(cnierr.InvalidConfig, `"master" is not set and %s has no default route to take it from`, where(ns))
+}
+
+// where names ns for messages: the plugin's own or the container's.
+func where(ns *netns.Handle) string {
+	if ns.IsSelf() {
+		return "the host's network namespace"
+	}
+	return "the container's network namespace " + ns.Path
 }
 
 // addMacvlan creates the container's macvlan from parentNS (the host, or

@@ -30,8 +30,11 @@ func status(ctx context.Context, r *cniplugin.Request[*Conf]) error {
 	if !c.LinkInContainer {
 		if err := parentUsable(r.HostNS, c.Master); err != nil {
 			code := cnierr.NotAvailable
-			if recs, _ := st.Attachments(r.Key.Network); len(recs) > 0 {
-				code = cnierr.NotAvailableLimited
+			recs, _ := st.Attachments(r.Key.Network)
+			for _, rec := range recs {
+				if rec.Plugin == "macvlan" {
+					code = cnierr.NotAvailableLimited
+				}
 			}
 			return cnierr.Wrap(code, err)
 		}
