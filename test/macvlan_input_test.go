@@ -27,38 +27,7 @@ func TestMacvlanBadInput(t *testing.T) {
 	holder := l.attach(t, held) // holds an address to collide with
 	heldIP := holder.ip(false)
 	holderMAC := holder.res.Interfaces[0].Mac
-	cases := []struct {
-		name  string
-		extra map[string]any
-		env   []string
-		code  uint
-		want  []string
-	}{
-		{"missing master without default route", map[string]any{"master": nil}, nil, 7, []string{`"master"`, "default route"}},
-		{"master does not exist", map[string]any{"master": "nosuch0"}, nil, 102, []string{"nosuch0"}},
-		{"master is down", map[string]any{"master": down}, nil, 102, []string{down, "down"}},
-		{"master not a name", map[string]any{"master": "a/b"}, nil, 7, []string{`"master"`}},
-		{"bad mode", map[string]any{"mode": "bridg"}, nil, 7, []string{`"bridg"`, "bridge|private|vepa|passthru"}},
-		{"mtu too large", map[string]any{"mtu": 9000}, nil, 7, []string{"9000", "1500", l.parent}},
-		{"negative mtu", map[string]any{"mtu": -1}, nil, 7, []string{`"mtu"`}},
-		{"mtu not a number", map[string]any{"mtu": "1500"}, nil, 7, []string{"mtu"}},
-		{"bad mac", map[string]any{"mac": "zz:00"}, nil, 7, []string{"zz:00"}},
-		{"multicast mac", map[string]any{"mac": "01:00:5e:00:00:01"}, nil, 7, []string{"multicast"}},
-		{"duplicate static IP", nil, []string{"CNI_ARGS", "IP=" + heldIP}, 7, []string{heldIP}},
-		{"static IP outside the range", nil, []string{"CNI_ARGS", "IP=198.51.100.7"}, 7, []string{"198.51.100.7"}},
-		{"unknown CNI_ARGS", nil, []string{"CNI_ARGS", "FOO=1"}, 4, []string{"FOO"}},
-		{"ipam plugin missing", map[string]any{"ipam": map[string]any{"type": "nosuch-ipam"}}, nil, 7, []string{"nosuch-ipam"}},
-		{"hostShim in private mode", map[string]any{"hostShim": true, "mode": "private"}, nil, 7, []string{"hostShim", "bridge"}},
-		{"hostShim without ipam", map[string]any{"hostShim": true, "ipam": map[string]any{}}, nil, 7, []string{"hostShim", "ipam"}},
-		{"hostShimIP without hostShim", map[string]any{"hostShimIP": "192.0.2.9"}, nil, 7, []string{"hostShimIP"}},
-		{"hostShimIP not an address", map[string]any{"hostShim": true, "hostShimIP": "nope"}, nil, 7, []string{"nope"}},
-		{"hostShim with linkInContainer", map[string]any{"hostShim": true, "linkInContainer": true}, nil, 7, []string{"linkInContainer"}},
-		{"hostShim with delegated ipam and no hostShimIP", map[string]any{"hostShim": true, "ipam": map[string]any{"type": "static"}},
-			nil, 7, []string{"hostShimIP", "static"}},
-		{"two hostShimIP of one family", map[string]any{"hostShim": true, "hostShimIP": []string{"192.0.2.8", "192.0.2.9"}},
-			nil, 7, []string{"192.0.2.8", "192.0.2.9"}},
-		{"mac in use on the parent", map[string]any{"mac": holderMAC}, nil, 7, []string{holderMAC, l.parent}},
-	}
+	cases := mvBadCases(l, down, heldIP, holderMAC)
 	// CNI_IFNAME already taken in the container: refused, and the link
 	// that is there is not touched.
 	busy := nettest.NewNS(t)
@@ -115,6 +84,47 @@ func TestMacvlanBadInput(t *testing.T) {
 	}
 	nettest.Reachable(t, holder.ns, mvOutIP)
 	l.cni.MustDel(t, held, holder.rt)
+}
+
+// mvBadCase is one bad ADD: config changes, CNI_* env, code, and what the
+// message must name.
+type mvBadCase struct {
+	name  string
+	extra map[string]any
+	env   []string
+	code  uint
+	want  []string
+}
+
+// mvBadCases: down is a master that is down; heldIP and holderMAC are
+// another attachment's.
+func mvBadCases(l *mvLAN, down, heldIP, holderMAC string) []mvBadCase {
+	return []mvBadCase{
+		{"missing master without default route", map[string]any{"master": nil}, nil, 7, []string{`"master"`, "default route"}},
+		{"master does not exist", map[string]any{"master": "nosuch0"}, nil, 102, []string{"nosuch0"}},
+		{"master is down", map[string]any{"master": down}, nil, 102, []string{down, "down"}},
+		{"master not a name", map[string]any{"master": "a/b"}, nil, 7, []string{`"master"`}},
+		{"bad mode", map[string]any{"mode": "bridg"}, nil, 7, []string{`"bridg"`, "bridge|private|vepa|passthru"}},
+		{"mtu too large", map[string]any{"mtu": 9000}, nil, 7, []string{"9000", "1500", l.parent}},
+		{"negative mtu", map[string]any{"mtu": -1}, nil, 7, []string{`"mtu"`}},
+		{"mtu not a number", map[string]any{"mtu": "1500"}, nil, 7, []string{"mtu"}},
+		{"bad mac", map[string]any{"mac": "zz:00"}, nil, 7, []string{"zz:00"}},
+		{"multicast mac", map[string]any{"mac": "01:00:5e:00:00:01"}, nil, 7, []string{"multicast"}},
+		{"duplicate static IP", nil, []string{"CNI_ARGS", "IP=" + heldIP}, 7, []string{heldIP}},
+		{"static IP outside the range", nil, []string{"CNI_ARGS", "IP=198.51.100.7"}, 7, []string{"198.51.100.7"}},
+		{"unknown CNI_ARGS", nil, []string{"CNI_ARGS", "FOO=1"}, 4, []string{"FOO"}},
+		{"ipam plugin missing", map[string]any{"ipam": map[string]any{"type": "nosuch-ipam"}}, nil, 7, []string{"nosuch-ipam"}},
+		{"hostShim in private mode", map[string]any{"hostShim": true, "mode": "private"}, nil, 7, []string{"hostShim", "bridge"}},
+		{"hostShim without ipam", map[string]any{"hostShim": true, "ipam": map[string]any{}}, nil, 7, []string{"hostShim", "ipam"}},
+		{"hostShimIP without hostShim", map[string]any{"hostShimIP": "192.0.2.9"}, nil, 7, []string{"hostShimIP"}},
+		{"hostShimIP not an address", map[string]any{"hostShim": true, "hostShimIP": "nope"}, nil, 7, []string{"nope"}},
+		{"hostShim with linkInContainer", map[string]any{"hostShim": true, "linkInContainer": true}, nil, 7, []string{"linkInContainer"}},
+		{"hostShim with delegated ipam and no hostShimIP", map[string]any{"hostShim": true, "ipam": map[string]any{"type": "static"}},
+			nil, 7, []string{"hostShimIP", "static"}},
+		{"two hostShimIP of one family", map[string]any{"hostShim": true, "hostShimIP": []string{"192.0.2.8", "192.0.2.9"}},
+			nil, 7, []string{"192.0.2.8", "192.0.2.9"}},
+		{"mac in use on the parent", map[string]any{"mac": holderMAC}, nil, 7, []string{holderMAC, l.parent}},
+	}
 }
 
 // TestMacvlanPoolExhausted: a full pool is an ADD error (100) and leaves
