@@ -38,10 +38,11 @@ etc_before=$(ls -la /etc/cni/net.d 2>/dev/null || true)
 had_run_containerd=$([ -e /run/containerd ] && echo 1 || true)
 test_pid=
 
-# stop_pid PID: SIGTERM, up to 10 s to exit, then SIGKILL.
+# stop_pid PID: SIGTERM, up to 10 s to exit, then SIGKILL; only a process
+# of this run (its command line names the work dir), never a reused PID.
 stop_pid() {
 	local pid=$1 i
-	kill -0 "$pid" 2>/dev/null || return 0
+	grep -qsF "$work" "/proc/$pid/cmdline" || return 0
 	kill -TERM "$pid" 2>/dev/null || true
 	for i in $(seq 100); do
 		kill -0 "$pid" 2>/dev/null || return 0
@@ -51,43 +52,62 @@ stop_pid() {
 	kill -KILL "$pid" 2>/dev/null || true
 }
 
+# leftover reports what the tests' own cleanups should have removed.
+leftovers=0
+leftover() {
+	echo "e2e-runtimes: removing a leftover: $*" >&2
+	leftovers=$((leftovers + 1))
+}
+
 # cleanup is a backstop: the tests remove what they make in their own
-# cleanups, but a test killed by its timeout runs none of them.
+# cleanups, but a test killed by its timeout runs none of them. After a
+# passing run it must find nothing.
 cleanup() {
-	local rc=$? line dir ns pid m root id
+	local rc=$? dir ns pid m root id
 	set +e
-	[ -n "$test_pid" ] && stop_pid "$test_pid"
+	[ -n "$test_pid" ] && kill -TERM "$test_pid" 2>/dev/null && wait "$test_pid"
 	# Podman containers, removed by Podman itself from inside the node
 	# namespace they were started in (so their CNI DEL runs there).
 	if [ -f "$work/podman.list" ]; then
 		while read -r dir ns; do
 			[ -e "$ns" ] || continue
-			CONTAINERS_CONF=$dir/containers.conf CONTAINERS_STORAGE_CONF=$dir/storage.conf \
-				nsenter --net="$ns" podman rm -af -t 0 >/dev/null 2>&1
+			for id in $(CONTAINERS_CONF=$dir/containers.conf CONTAINERS_STORAGE_CONF=$dir/storage.conf \
+				nsenter --net="$ns" podman rm -af -t 0 2>/dev/null); do
+				leftover "podman container $id"
+			done
 		done <"$work/podman.list"
 	fi
-	# containerd's containers, then containerd itself (by the PID the
-	# tests recorded), then any shim or conmon still serving the work dir.
+	# containerd's containers, then containerd (by the PIDs the tests
+	# recorded), then any shim or conmon still serving the work dir.
 	for root in "$work"/containerd/runc/*/; do
 		[ -d "$root" ] || continue
 		for id in $(runc --root "$root" list -q 2>/dev/null); do
+			leftover "containerd container $id"
 			runc --root "$root" delete --force "$id" >/dev/null 2>&1
 		done
 	done
 	if [ -f "$work/pids" ]; then
-		while read -r pid; do stop_pid "$pid"; done <"$work/pids"
+		while read -r pid; do
+			grep -qsF "$work" "/proc/$pid/cmdline" || continue
+			leftover "daemon $pid"
+			stop_pid "$pid"
+		done <"$work/pids"
 	fi
 	for pid in $(grep -lsF "$work" /proc/[0-9]*/cmdline | cut -d/ -f3); do
-		[ "$pid" != $$ ] && stop_pid "$pid"
+		[ "$pid" != $$ ] && kill -0 "$pid" 2>/dev/null || continue
+		leftover "process $pid: $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | cut -c1-120)"
+		stop_pid "$pid"
 	done
 	# Mounts (pod namespaces, rootfs binds) below the work dir, deepest
 	# first, and the test namespaces pinned in /run/netns.
 	for m in $(awk -v w="$work" 'index($2, w) == 1 {print $2}' /proc/mounts | sort -r); do
+		leftover "mount $m"
 		umount -l "$m"
 	done
 	if [ -f "$work/netns.list" ]; then
 		while read -r ns; do
 			[ -e "$ns" ] || continue
+			leftover "namespace $ns"
 			umount -l "$ns" 2>/dev/null
 			rm -f "$ns"
 		done <"$work/netns.list"
@@ -101,12 +121,20 @@ cleanup() {
 	# libcni's result cache (/var/lib/cni/results, which neither runtime
 	# lets us move) keeps the entry of an attachment whose DEL failed.
 	for id in $(cat "$work"/*/calls.jsonl 2>/dev/null | grep -o '"CNI_CONTAINERID":"[^"]*"' | cut -d'"' -f4 | sort -u); do
-		rm -f /var/lib/cni/results/*-"$id"-*
+		for m in /var/lib/cni/results/*-"$id"-*; do
+			[ -e "$m" ] || continue
+			leftover "result cache entry $m"
+			rm -f "$m"
+		done
 	done
 	[ -n "$had_run_containerd" ] || rmdir /run/containerd/s /run/containerd 2>/dev/null
 	rm -rf "$work"
 	if [ "$(ls -la /etc/cni/net.d 2>/dev/null || true)" != "$etc_before" ]; then
 		echo "e2e-runtimes: /etc/cni/net.d changed during the run" >&2
+		rc=1
+	fi
+	if [ "$rc" -eq 0 ] && [ "$leftovers" -gt 0 ]; then
+		echo "e2e-runtimes: FAILED: the tests passed but left $leftovers thing(s) behind" >&2
 		rc=1
 	fi
 	exit $rc

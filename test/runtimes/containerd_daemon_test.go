@@ -197,6 +197,7 @@ func (d *containerd) stop(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		if err := d.cri.RemoveAll(ctx); err != nil {
 			t.Errorf("remove leftover pods: %v", err)
+			d.killContainers(t)
 		}
 		cancel()
 		d.cri.Close()
@@ -212,6 +213,23 @@ func (d *containerd) stop(t *testing.T) {
 	for _, pid := range shimsOf(d.sock) {
 		t.Errorf("containerd shim %d outlived its pods; killing it", pid)
 		syscall.Kill(pid, syscall.SIGKILL)
+	}
+}
+
+// killContainers force-deletes, with runc, the containers of pods the
+// CRI could not remove (their processes would outlive the daemon).
+func (d *containerd) killContainers(t *testing.T) {
+	roots, _ := filepath.Glob(filepath.Join(d.dir, "runc", "*"))
+	for _, root := range roots {
+		out, err := exec.Command("runc", "--root", root, "list", "-q").Output()
+		if err != nil {
+			continue
+		}
+		for _, id := range strings.Fields(string(out)) {
+			if out, err := exec.Command("runc", "--root", root, "delete", "--force", id).CombinedOutput(); err != nil {
+				t.Errorf("runc delete --force %s: %v: %s", id, err, out)
+			}
+		}
 	}
 }
 
