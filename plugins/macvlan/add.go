@@ -48,18 +48,10 @@ func add(ctx context.Context, r *cniplugin.Request[*Conf]) (_ *current.Result, e
 	defer u.OnError(&err)
 
 	// The intent record comes first, so that DEL and GC can undo a
-	// half-done ADD from the key alone. A record already there (a second
-	// ADD without DEL, which fails below) is put back on rollback.
-	old, _ := st.GetAttachment(r.Key)
-	if err := st.PutAttachment(record(r, parent)); err != nil {
+	// half-done ADD from the key alone.
+	if err := putRecord(st, r, parent, &u); err != nil {
 		return nil, err
 	}
-	u.Push(func() error {
-		if old != nil {
-			return st.PutAttachment(old)
-		}
-		return st.DelAttachment(r.Key)
-	})
 
 	link, err := addMacvlan(parentNS, r.ContNS, linkSpec{Name: r.Key.IfName, Parent: parent,
 		Mode: c.mode, MTU: c.MTU, MAC: c.mac, BCQueueLen: c.BCQueueLen})
@@ -87,6 +79,22 @@ func add(ctx context.Context, r *cniplugin.Request[*Conf]) (_ *current.Result, e
 		return nil, err
 	}
 	return merge(r.Base.DNS, prev, res), nil
+}
+
+// putRecord writes the intent record. One already there (a second ADD
+// without DEL, which fails later) is put back on rollback.
+func putRecord(st *state.Store, r *cniplugin.Request[*Conf], parent netlink.Link, u *undo.Stack) error {
+	old, _ := st.GetAttachment(r.Key)
+	if err := st.PutAttachment(record(r, parent)); err != nil {
+		return err
+	}
+	u.Push(func() error {
+		if old != nil {
+			return st.PutAttachment(old)
+		}
+		return st.DelAttachment(r.Key)
+	})
+	return nil
 }
 
 // record is the attachment's intent record.
