@@ -217,6 +217,10 @@ func TestMacvlanOptions(t *testing.T) {
 		t.Error("arp_notify/ndisc_notify not set on eth0")
 	}
 	l.cni.MustCheck(t, list, c.rt)
+	c.ns.MustRun(t, "ip", "route", "del", "198.51.100.0/24")
+	if err := l.cni.CheckNetworkList(context.Background(), list, c.rt); err == nil || !strings.Contains(err.Error(), "198.51.100.0/24") {
+		t.Errorf("CHECK with an IPAM route gone = %v, want an error naming it", err)
+	}
 	l.cni.MustDel(t, list, c.rt)
 
 	// MAC precedence: config < CNI_ARGS MAC < args.cni.mac < runtimeConfig.mac.

@@ -10,6 +10,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/netdrivers/netdrivers/pkg/cnierr"
 	"github.com/netdrivers/netdrivers/pkg/cniplugin"
@@ -144,14 +145,16 @@ func checkRoutes(ns *netns.Handle, l netlink.Link, want []*types.Route) error {
 	if err != nil {
 		return err
 	}
-	have, err := nl.RouteList(l, netlink.FAMILY_ALL)
+	// Every table, any link: as in the reference, a chain's routes may
+	// use other interfaces and IPAM's may name a table.
+	have, err := nl.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
 	if err != nil {
-		return fmt.Errorf("list routes of %q: %w", l.Attrs().Name, err)
+		return fmt.Errorf("list routes: %w", err)
 	}
 	var errs []error
 	for _, w := range want {
 		if !hasRoute(have, w) {
-			errs = append(errs, fmt.Errorf("route to %s missing from %q: %w", w.Dst.String(), l.Attrs().Name, ErrCheck))
+			errs = append(errs, fmt.Errorf("route to %s via %v missing (%q): %w", w.Dst.String(), w.GW, l.Attrs().Name, ErrCheck))
 		}
 	}
 	return errors.Join(errs...)
@@ -167,7 +170,7 @@ func hasRoute(have []netlink.Route, w *types.Route) bool {
 		if h.Dst != nil {
 			d = h.Dst.String()
 		}
-		if d == wd && (w.GW == nil || w.GW.Equal(h.Gw)) {
+		if d == wd && (w.GW == nil || w.GW.Equal(h.Gw)) && (w.Table == nil || *w.Table == h.Table) {
 			return true
 		}
 	}
