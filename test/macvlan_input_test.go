@@ -123,6 +123,7 @@ func mvBadCases(l *mvLAN, down, heldIP, holderMAC string) []mvBadCase {
 			nil, 7, []string{"hostShimIP", "static"}},
 		{"two hostShimIP of one family", map[string]any{"hostShim": true, "hostShimIP": []string{"192.0.2.8", "192.0.2.9"}},
 			nil, 7, []string{"192.0.2.8", "192.0.2.9"}},
+		{"hostShimIP inside the pool", map[string]any{"hostShim": true, "hostShimIP": "192.0.2.50"}, nil, 7, []string{"192.0.2.50", "192.0.2.10-192.0.2.200"}},
 		{"mac in use on the parent", map[string]any{"mac": holderMAC}, nil, 7, []string{holderMAC, l.parent}},
 	}
 }

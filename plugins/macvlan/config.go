@@ -157,10 +157,26 @@ func (c *Conf) validateShim() error {
 				return cnierr.Errorf(cnierr.InvalidConfig, `"hostShimIP": %s and %s are of the same family; give at most one IPv4 and one IPv6 address`, b, a)
 			}
 		}
+		if r := c.poolRange(a); r != nil {
+			return cnierr.Errorf(cnierr.InvalidConfig, `"hostShimIP": %s lies in the pool %s, which would hand it to a container too; pick one outside it, or leave "hostShimIP" out to take one from the pool`, a, r)
+		}
 		c.shimIPs = append(c.shimIPs, a)
 	}
 	if len(c.shimIPs) == 0 && !c.ipam.Builtin() {
 		return cnierr.Errorf(cnierr.InvalidConfig, `"hostShim": with "ipam" type %q set "hostShimIP" (the shim takes an address from the pool only with the built-in host-local)`, c.ipam.Type)
+	}
+	return nil
+}
+
+// poolRange is the built-in pool's range holding a, or nil.
+func (c *Conf) poolRange(a netip.Addr) *ipam.Range {
+	if !c.ipam.Builtin() {
+		return nil
+	}
+	for _, set := range c.ipam.Ranges {
+		if r := set.RangeFor(a); r != nil {
+			return r
+		}
 	}
 	return nil
 }
