@@ -9,13 +9,13 @@ import (
 	"github.com/netdrivers/netdrivers/pkg/netconf"
 )
 
-// BenchmarkNftAddDel measures, in-process, one attachment's Add and Del
-// (2 published TCP ports) with 0 and 900 attachments of the same network
-// already in place: the nftables backend must stay flat.
+// BenchmarkNftAddDel measures, in-process, one attachment's Add, Check
+// and Del (2 published TCP ports) with 0, 500 and 900 attachments of the
+// same network already in place: the nftables backend must stay flat.
 //
 //	go test -run '^$' -bench NftAddDel -benchtime 200x ./pkg/dnat/
 func BenchmarkNftAddDel(b *testing.B) {
-	for _, existing := range []int{0, 900} {
+	for _, existing := range []int{0, 500, 900} {
 		b.Run(fmt.Sprintf("existing=%d", existing), func(b *testing.B) {
 			ctx := context.Background()
 			w := newWorld(b)
@@ -32,19 +32,24 @@ func BenchmarkNftAddDel(b *testing.B) {
 				}
 			}
 			probe := att(existing + 1)
-			var add, del time.Duration
+			var add, check, del time.Duration
 			for b.Loop() {
 				t0 := time.Now()
 				if err := be.Add(ctx, bn.Network, probe); err != nil {
 					b.Fatal(err)
 				}
 				t1 := time.Now()
+				if err := be.Check(ctx, bn.Network, probe); err != nil {
+					b.Fatal(err)
+				}
+				t2 := time.Now()
 				if err := be.Del(ctx, bn.Network, probe.Key); err != nil {
 					b.Fatal(err)
 				}
-				add, del = add+t1.Sub(t0), del+time.Since(t1)
+				add, check, del = add+t1.Sub(t0), check+t2.Sub(t1), del+time.Since(t2)
 			}
 			b.ReportMetric(float64(add.Microseconds())/float64(b.N), "add-µs/op")
+			b.ReportMetric(float64(check.Microseconds())/float64(b.N), "check-µs/op")
 			b.ReportMetric(float64(del.Microseconds())/float64(b.N), "del-µs/op")
 			if err := be.GC(ctx, bn.Network, nil); err != nil {
 				b.Fatal(err)
