@@ -6,6 +6,7 @@ import (
 	"log"
 	"net"
 	"net/netip"
+	"reflect"
 	"strings"
 
 	"github.com/vishvananda/netlink"
@@ -47,7 +48,8 @@ func (a *addrList) UnmarshalJSON(b []byte) error {
 	}
 	var many []string
 	if err := json.Unmarshal(b, &many); err != nil {
-		return cnierr.Errorf(cnierr.InvalidConfig, `"hostShimIP": %s is neither an address nor a list of addresses`, b)
+		// netconf.Decode turns this into code 7 naming the field.
+		return &json.UnmarshalTypeError{Value: string(b), Type: reflect.TypeOf(""), Field: "hostShimIP"}
 	}
 	*a = many
 	return nil
