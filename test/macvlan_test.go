@@ -3,6 +3,7 @@ package test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -204,4 +205,29 @@ func TestMacvlanSecondAdd(t *testing.T) {
 	if f := l.stateFiles(t); len(f) > 0 || len(l.storeIPs(t, list.Name)) > 0 {
 		t.Errorf("left after DEL: state %v, store %v", f, l.storeIPs(t, list.Name))
 	}
+}
+
+// TestMacvlanNetnsGone: the runtime removed the namespace before DEL (its
+// path no longer exists): DEL still releases the address, the shim route
+// and the records.
+func TestMacvlanNetnsGone(t *testing.T) {
+	nettest.RequireRoot(t)
+	t.Parallel()
+	l := newMvLAN(t, true)
+	before := nettest.Snapshot(t, l.host)
+	list := l.list(t, "1.1.0", map[string]any{"hostShim": true})
+	c := l.attach(t, list)
+	if err := c.ns.Remove(); err != nil {
+		t.Fatal(err)
+	}
+	l.cni.MustDel(t, list, c.rt)
+	l.cni.MustDel(t, list, c.rt)
+	// The kernel frees the namespace, and the macvlan in it, a moment later.
+	nettest.Eventually(t, 3*time.Second, "host back to its state before ADD", func() error {
+		if after := nettest.Snapshot(t, l.host); after != before {
+			return fmt.Errorf("host:\n%s", after)
+		}
+		return nil
+	})
+	l.assertClean(t, before, list.Name)
 }
