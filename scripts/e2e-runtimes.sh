@@ -169,6 +169,10 @@ grep -vE '^=== (RUN|PAUSE|CONT|NAME)' "$work/test.log" || true
 if [ ${#skipped[@]} -gt 0 ]; then
 	log "runtimes: SKIPPED drivers not in plugins/ yet: ${skipped[*]}"
 fi
+if grep -q 'KNOWN BUG' "$work/test.log"; then
+	log "runtimes: SKIPPED scenarios a known bug breaks (they run again once it is fixed):"
+	grep 'KNOWN BUG' "$work/test.log" >&2
+fi
 if [ "$status" -ne 0 ]; then
 	log "runtimes: FAILED (exit $status) after $((SECONDS - start)) s"
 	exit "$status"
