@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -403,8 +404,11 @@ func hasEntries(dir, suffix string) (bool, error) {
 				return true, nil
 			}
 		}
+		if errors.Is(err, io.EOF) {
+			return false, nil
+		}
 		if err != nil {
-			return false, nil // io.EOF: read it all
+			return false, cnierr.Wrap(cnierr.IOFailure, err)
 		}
 	}
 }
