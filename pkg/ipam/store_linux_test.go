@@ -466,3 +466,57 @@ func TestNamedTmpFallback(t *testing.T) {
 		t.Errorf("temporary left: %v", err)
 	}
 }
+
+// TestGCContinuesPastErrors: an entry that cannot be removed (immutable)
+// is reported, and GC still removes every other one.
+func TestGCContinuesPastErrors(t *testing.T) {
+	t.Parallel()
+	c := builtin(t, map[string]any{"subnet": "10.16.0.0/24"})
+	ctx := context.Background()
+	for _, id := range []string{"a", "b", "c"} {
+		if _, err := Allocate(ctx, c, key(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stuck := filepath.Join(netDir(c), "10.16.0.3") // b's
+	if err := setImmutable(stuck, true); err != nil {
+		t.Skipf("cannot make a file immutable here: %v", err)
+	}
+	t.Cleanup(func() { setImmutable(stuck, false) })
+	err := GC(ctx, c, nil)
+	if err == nil || !strings.Contains(err.Error(), "10.16.0.3") {
+		t.Fatalf("GC = %v, want an error naming 10.16.0.3", err)
+	}
+	files := storeFiles(t, c)
+	if _, ok := files["10.16.0.2"]; ok {
+		t.Error("GC stopped at the first error: a's entry is left")
+	}
+	if _, ok := files["10.16.0.4"]; ok {
+		t.Error("GC stopped at the error: c's entry is left")
+	}
+	setImmutable(stuck, false)
+	if got, _ := Addresses(ctx, c, key("b")); len(got) != 1 {
+		t.Errorf("the entry GC could not remove is no longer indexed: %v", got)
+	}
+}
+
+// fsImmutableFL is FS_IMMUTABLE_FL of linux/fs.h (not in x/sys/unix).
+const fsImmutableFL = 0x10
+
+func setImmutable(path string, on bool) error {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	flags, err := unix.IoctlGetUint32(fd, unix.FS_IOC_GETFLAGS)
+	if err != nil {
+		return err
+	}
+	if on {
+		flags |= fsImmutableFL
+	} else {
+		flags &^= fsImmutableFL
+	}
+	return unix.IoctlSetPointerInt(fd, unix.FS_IOC_SETFLAGS, int(flags))
+}
