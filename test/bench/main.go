@@ -55,7 +55,7 @@ func parseFlags() (*config, error) {
 	flag.StringVar(&cfg.rusageBin, "rusage", "", "the rusage helper (required)")
 	flag.StringVar(&cfg.refBin, "ref", "", "directory with the reference plugins (default: build them into .cache)")
 	flag.StringVar(&cfg.command, "command", cfg.command, "the command line to record in the report")
-	flag.IntVar(&cfg.fillC, "fill-c", 8, "concurrent callers while filling W (untimed)")
+	flag.IntVar(&cfg.fillC, "fill-c", 4, "concurrent callers while filling W (untimed)")
 	flag.Parse()
 	if cfg.oursBin == "" || cfg.noopBin == "" || cfg.rusageBin == "" {
 		return nil, errors.New("-bin, -noop and -rusage are required (scripts/bench.sh sets them)")

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -33,10 +34,13 @@ type Run struct {
 	Seconds  float64  `json:"seconds"`
 }
 
-// Fill records how long bringing the live attachments up to W took.
+// Fill records how long bringing the live attachments up to W took, and
+// the ADDs that failed on the way (each was retried).
 type Fill struct {
-	W       int     `json:"w"`
-	Seconds float64 `json:"seconds"`
+	W          int     `json:"w"`
+	Seconds    float64 `json:"seconds"`
+	FailedADDs int     `json:"failed_adds,omitempty"`
+	FirstError string  `json:"first_error,omitempty"`
 }
 
 // Round is N ADDs, then N CHECKs, then N DELs by C callers, with W other
@@ -81,7 +85,7 @@ func batch(ctx context.Context, c, n int, fn opFunc) *VerbRun {
 				if err != nil {
 					failed[i] = true
 					mu.Lock()
-					firstErr = cmpOr(firstErr, err)
+					firstErr = cmp.Or(firstErr, err)
 					mu.Unlock()
 				}
 			}
@@ -96,7 +100,7 @@ func batch(ctx context.Context, c, n int, fn opFunc) *VerbRun {
 		}
 	}
 	if ctx.Err() != nil {
-		firstErr = cmpOr(firstErr, ctx.Err())
+		firstErr = cmp.Or(firstErr, ctx.Err())
 	}
 	v := &VerbRun{Summary: summarize(ok, n-len(ok), wall)}
 	for _, d := range ok {
@@ -106,13 +110,6 @@ func batch(ctx context.Context, c, n int, fn opFunc) *VerbRun {
 		v.FirstError = firstErr.Error()
 	}
 	return v
-}
-
-func cmpOr(a, b error) error {
-	if a != nil {
-		return a
-	}
-	return b
 }
 
 // pluginBench runs a plugin scenario inside env.
@@ -177,6 +174,8 @@ func (p *pluginBench) lifecycles(ctx context.Context, what string, count int) er
 }
 
 // fillTo brings the live attachments up to w, untimed, with many callers.
+// A failed ADD is followed by a DEL and retried, as a runtime retries a
+// sandbox; the failures are reported with the fill.
 func (p *pluginBench) fillTo(ctx context.Context, w int) (Fill, error) {
 	start := time.Now()
 	nss, err := p.env.containers(w - p.live)
@@ -184,17 +183,36 @@ func (p *pluginBench) fillTo(ctx context.Context, w int) (Fill, error) {
 		return Fill{}, err
 	}
 	base := p.live
+	var (
+		mu    sync.Mutex
+		fails int
+		first string
+	)
 	v := batch(ctx, p.cfg.fillC, len(nss), func(ctx context.Context, _, i int) error {
-		slot := base + i
-		_, err := p.cni.AddNetworkList(ctx, p.list, p.rt(fmt.Sprintf("fill-%d", slot), nss[i], slot, true))
+		rt := p.rt(fmt.Sprintf("fill-%d", base+i), nss[i], base+i, true)
+		var err error
+		for range fillAttempts {
+			if _, err = p.cni.AddNetworkList(ctx, p.list, rt); err == nil || ctx.Err() != nil {
+				break
+			}
+			mu.Lock()
+			fails++
+			first = cmp.Or(first, err.Error())
+			mu.Unlock()
+			err = errors.Join(err, p.cni.DelNetworkList(ctx, p.list, rt))
+		}
 		return err
 	})
 	p.live = w
+	f := Fill{W: w, Seconds: time.Since(start).Seconds(), FailedADDs: fails, FirstError: first}
 	if v.Summary.Errors > 0 {
-		return Fill{}, fmt.Errorf("fill to W=%d: %d ADDs failed, first: %s", w, v.Summary.Errors, v.FirstError)
+		return f, fmt.Errorf("fill to W=%d: %d attachments failed %d times, first: %s", w, v.Summary.Errors, fillAttempts, v.FirstError)
 	}
-	return Fill{W: w, Seconds: time.Since(start).Seconds()}, nil
+	return f, nil
 }
+
+// fillAttempts bounds the ADDs tried per fill attachment.
+const fillAttempts = 3
 
 // round times N ADDs, CHECKs and DELs with c callers at the current W.
 func (p *pluginBench) round(ctx context.Context, c int) (*Round, error) {
@@ -234,11 +252,14 @@ func runPlugin(ctx context.Context, sc Scenario, cfg *config, env *hostEnv, u *u
 	for _, w := range sc.Ws {
 		if w > p.live {
 			f, err := p.fillTo(ctx, w)
+			run.Fill = append(run.Fill, f)
 			if err != nil {
 				return err
 			}
-			run.Fill = append(run.Fill, f)
 			progress("  %s: filled to W=%d in %.1f s", sc.Name, w, f.Seconds)
+			if f.FailedADDs > 0 {
+				progress("  %s: WARNING: %d ADDs failed while filling and were retried; first: %s", sc.Name, f.FailedADDs, f.FirstError)
+			}
 		}
 		for _, c := range cfg.cs {
 			r, err := p.round(ctx, c)

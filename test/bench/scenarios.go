@@ -74,7 +74,7 @@ func single(typ string) func(string) []map[string]any {
 // ports a Linux bridge holds.
 func scenarios(quick bool) []Scenario {
 	ours, ref, flat := []int{0, 500, 900}, []int{0, 500}, []int{0}
-	n, refN := 100, 60
+	n, refN := 100, 40
 	if quick {
 		ours, ref, n, refN = []int{0, 20}, []int{0}, 12, 8
 	}
