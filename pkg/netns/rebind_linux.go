@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -40,7 +41,8 @@ type Pin struct {
 // The process scan (/proc/*/task/*/ns/net) is best-effort: a process that
 // enters the namespace between the scan and the re-bind stays in the old
 // namespace. Runtimes start the container only after ADD returns, so the
-// window is the plugin's own few milliseconds.
+// window is the plugin's own few milliseconds. A task seen in the
+// namespace gets transientWait to leave (a concurrent plugin's thread).
 func OpenPin(path string) (_ *Pin, err error) {
 	if !filepath.IsAbs(path) {
 		return nil, fmt.Errorf("%w: %q is not an absolute path", ErrRebind, path)
@@ -229,20 +231,42 @@ func checkEmpty(h *Handle) error {
 	return nil
 }
 
-// checkUnentered scans every task's network namespace for id. readlink
-// of /proc/PID/task/TID/ns/net ("net:[INODE]", all on the one nsfs device)
-// costs a third of a stat: about 6 µs per task.
+// transientWait is how long a task seen in the namespace may take to
+// leave before the namespace counts as entered: tools switch a thread in
+// and out for microseconds (containerd runs its loopback network's plugin
+// on the same path, concurrently with this one), a container stays.
+var transientWait = 200 * time.Millisecond
+
+// checkUnentered requires that no task lives in namespace id, scanning
+// again every 5 ms for up to transientWait while one is seen there.
 func checkUnentered(id ID) error {
+	want := fmt.Sprintf("net:[%d]", id.Ino)
+	deadline := time.Now().Add(transientWait)
+	for {
+		pid, err := taskIn(want)
+		if err != nil || pid == "" {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("already has a process in it: %s (pid %s), which a re-bind would leave behind", procComm(pid), pid)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// taskIn returns the PID of a process with a task whose network namespace
+// link reads want ("net:[INODE]"), or "". readlink of
+// /proc/PID/task/TID/ns/net costs a third of a stat: about 6 µs a task.
+func taskIn(want string) (string, error) {
 	d, err := os.Open("/proc")
 	if err != nil {
-		return fmt.Errorf("cannot be checked for processes: %w", err)
+		return "", fmt.Errorf("cannot be checked for processes: %w", err)
 	}
 	pids, err := d.Readdirnames(-1)
 	d.Close()
 	if err != nil {
-		return fmt.Errorf("cannot be checked for processes: %w", err)
+		return "", fmt.Errorf("cannot be checked for processes: %w", err)
 	}
-	want := fmt.Sprintf("net:[%d]", id.Ino)
 	self := strconv.Itoa(os.Getpid())
 	buf := make([]byte, 64)
 	for _, pid := range pids {
@@ -258,11 +282,11 @@ func checkUnentered(id ID) error {
 		for _, tid := range tids {
 			n, err := unix.Readlink("/proc/"+pid+"/task/"+tid+"/ns/net", buf)
 			if err == nil && string(buf[:n]) == want {
-				return fmt.Errorf("already has a process in it: %s (pid %s), which a re-bind would leave behind", procComm(pid), pid)
+				return pid, nil
 			}
 		}
 	}
-	return nil
+	return "", nil
 }
 
 func procComm(pid string) string {

@@ -3,11 +3,13 @@ package netns_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/netdrivers/netdrivers/pkg/cnierr"
 	"github.com/netdrivers/netdrivers/pkg/netconf"
@@ -152,4 +154,30 @@ func TestRecordLookup(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(root, "targets", "ca")); !os.IsNotExist(err) {
 		t.Errorf("Forget left the container's directory: %v", err)
 	}
+}
+
+// TestOpenPinWaitsForTransientTask: a process passing through the
+// namespace (as containerd's concurrent loopback plugin does) is waited
+// for, not mistaken for a container.
+func TestOpenPinWaitsForTransientTask(t *testing.T) {
+	nettest.RequireRoot(t)
+	t.Parallel()
+	n := nettest.NewNS(t)
+	cmd := exec.Command("nsenter", "--net="+n.Path(), "sleep", "0.05")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	want := fmt.Sprintf("net:[%d]", n.Handle().ID().Ino)
+	nettest.Eventually(t, 2*time.Second, "the visitor enters", func() error {
+		if got, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", cmd.Process.Pid)); got != want {
+			return fmt.Errorf("in %s", got)
+		}
+		return nil
+	})
+	p, err := netns.OpenPin(n.Path())
+	if err != nil {
+		t.Fatalf("OpenPin with a visitor leaving within 50 ms: %v", err)
+	}
+	p.Close()
 }
