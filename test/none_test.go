@@ -124,11 +124,42 @@ func TestNoneCheckRefusesExtraInterface(t *testing.T) {
 	cni.MustAdd(t, lb, rt)
 	cni.MustCheck(t, lb, rt)
 	cni.MustDel(t, lb, rt)
-	if loUp(t, cont) {
-		t.Error("loopback DEL left lo up; the reference loopback sets it down")
+	if !loUp(t, cont) {
+		t.Error("loopback DEL set lo down (the namespace may be shared by joiners)")
+	}
+	if err := cont.NL(t).LinkSetDown(nettest.Link(t, cont, "lo")); err != nil {
+		t.Fatal(err)
 	}
 	if err := cni.CheckNetworkList(context.Background(), lb, rt); err == nil {
 		t.Error("loopback CHECK passed with lo down")
+	}
+}
+
+// TestLoopbackOnTheNode: containerd runs its loopback network on the pod's
+// path concurrently with the pod's network; when hostns has re-bound that
+// path onto the node, loopback's ADD, CHECK and DEL succeed and leave the
+// node's lo alone. "none" refuses the node for ADD, but its DEL succeeds.
+func TestLoopbackOnTheNode(t *testing.T) {
+	nettest.RequireRoot(t)
+	t.Parallel()
+	host := nettest.NewNS(t)
+	cni := nettest.NewCNI(t, host)
+	rt := nettest.Runtime(t, host, "lo") // CNI_NETNS is the node itself
+	lb := noneList(t, "1.0.0", "loopback")
+	before := nettest.Snapshot(t, host)
+	cni.MustAdd(t, lb, rt)
+	cni.MustCheck(t, lb, rt)
+	cni.MustDel(t, lb, rt)
+	if !loUp(t, host) || nettest.Snapshot(t, host) != before {
+		t.Error("loopback changed the node's namespace")
+	}
+	none := noneList(t, "1.0.0", "none")
+	if _, err := cni.AddNetworkList(context.Background(), none, rt); nettest.Code(err) != 8 {
+		t.Errorf("none ADD on the node = %v, want code 8", err)
+	}
+	cni.MustDel(t, none, rt) // DEL treats the node's namespace as gone
+	if !loUp(t, host) || nettest.Snapshot(t, host) != before {
+		t.Error("none DEL changed the node's namespace")
 	}
 }
 

@@ -88,9 +88,11 @@ func run[C any](p Plugin[C], stdout io.Writer) int {
 		printError(stdout, err, "")
 		return 1
 	}
-	if p.AllowHostNS {
+	if p.AllowHostNS || (verb == "DEL" && isOwnNS(os.Getenv("CNI_NETNS"))) {
 		// skel refuses CNI_NETNS == own namespace after the handler ran
-		// (error 8 with the result already printed); these plugins opt out.
+		// (error 8 with the result already printed). Plugins that allow it
+		// opt out, and so does every DEL: there the plugin's own namespace
+		// is treated as gone (below), so DEL succeeds without touching it.
 		os.Setenv("CNI_NETNS_OVERRIDE", "1")
 	}
 	var pending []byte
@@ -236,10 +238,32 @@ func openContNS[C any](allowHost bool, r *Request[C]) error {
 	}
 	if h.ID() == r.HostNS.ID() && !allowHost {
 		h.Close()
-		return fmt.Errorf("CNI_NETNS %q: %w", r.NetNSPath, netns.ErrHostNS)
+		err := fmt.Errorf("CNI_NETNS %q: %w", r.NetNSPath, netns.ErrHostNS)
+		if r.Verb == "DEL" {
+			// A path re-bound onto the node (hostns under a runtime that
+			// runs several networks on one path): nothing of ours is in
+			// the node's namespace to remove, and nothing there is touched.
+			log.Printf("DEL: %v; treating the container namespace as gone", err)
+			r.NetNSErr = err
+			return nil
+		}
+		return err
 	}
 	r.ContNS = h
 	return nil
+}
+
+// isOwnNS reports whether path is the calling thread's network namespace.
+func isOwnNS(path string) bool {
+	if path == "" {
+		return false
+	}
+	id, err := netns.IDOf(path)
+	if err != nil {
+		return false
+	}
+	self, err := netns.SelfID()
+	return err == nil && id == self
 }
 
 func encodeResult(res *current.Result, ver string) ([]byte, error) {

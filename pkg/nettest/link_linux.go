@@ -143,6 +143,11 @@ func Addrs(t testing.TB, n *NS, name string) []netip.Prefix {
 	return out
 }
 
+// kernelLinkLocal is an IPv6 link-local address or route, which the kernel
+// adds by itself some time after a link comes up: snapshots leave them out
+// so that "nothing changed" comparisons do not race with it.
+func kernelLinkLocal(ip net.IP) bool { return ip.To4() == nil && ip.IsLinkLocalUnicast() }
+
 // Snapshot describes a namespace's links, addresses, routes and neighbour
 // -independent state as text, for "nothing changed" comparisons.
 func Snapshot(t testing.TB, n *NS) string {
@@ -160,6 +165,9 @@ func Snapshot(t testing.TB, n *NS) string {
 		addrs, _ := nl.AddrList(l, netlink.FAMILY_ALL)
 		var as []string
 		for _, ad := range addrs {
+			if kernelLinkLocal(ad.IP) {
+				continue
+			}
 			as = append(as, ad.IPNet.String())
 		}
 		sort.Strings(as)
@@ -173,6 +181,9 @@ func Snapshot(t testing.TB, n *NS) string {
 	}
 	var rs []string
 	for _, r := range routes {
+		if r.Dst != nil && kernelLinkLocal(r.Dst.IP) {
+			continue
+		}
 		rs = append(rs, fmt.Sprintf("route table=%d %s", r.Table, r.String()))
 	}
 	sort.Strings(rs)

@@ -155,8 +155,9 @@ func Acquire(ctx context.Context, path string) (*Lock, error) {
 		}
 		return &Lock{f: f}, nil
 	case <-ctx.Done():
-		// The blocked flock holds its own reference; the lock, if granted
-		// later, dies with this short-lived process.
+		// The flock stays pending: close the file once it returns, which
+		// releases the lock at once if it was granted meanwhile.
+		go func() { <-done; f.Close() }()
 		return nil, fmt.Errorf("lock %s: %w", path, ErrLockTimeout)
 	}
 }

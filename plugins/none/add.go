@@ -15,6 +15,9 @@ import (
 type mode string
 
 func add(_ context.Context, r *cniplugin.Request[mode]) (*current.Result, error) {
+	if r.ContNS == nil { // loopback mode judges CNI_NETNS itself
+		return nil, fmt.Errorf("CNI_NETNS: %w", r.NetNSErr)
+	}
 	nl, err := r.ContNS.Netlink()
 	if err != nil {
 		return nil, err
@@ -23,8 +26,10 @@ func add(_ context.Context, r *cniplugin.Request[mode]) (*current.Result, error)
 	if err != nil {
 		return nil, fmt.Errorf("find lo: %w", err)
 	}
-	if err := nl.LinkSetUp(lo); err != nil {
-		return nil, fmt.Errorf("set lo up: %w", err)
+	if r.ContNS.ID() != r.HostNS.ID() { // the node's lo is not ours to change
+		if err := nl.LinkSetUp(lo); err != nil {
+			return nil, fmt.Errorf("set lo up: %w", err)
+		}
 	}
 	prev, err := r.Base.Prev()
 	if err != nil {

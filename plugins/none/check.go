@@ -18,6 +18,9 @@ var fallbackTunnels = map[string]bool{
 // check verifies that lo is up and, for "none", that it is alone: the
 // isolation the user asked for.
 func check(_ context.Context, r *cniplugin.Request[mode]) error {
+	if r.ContNS == nil {
+		return fmt.Errorf("CNI_NETNS: %w", r.NetNSErr)
+	}
 	nl, err := r.ContNS.Netlink()
 	if err != nil {
 		return err

@@ -2,34 +2,12 @@ package main
 
 import (
 	"context"
-	"errors"
-	"fmt"
-
-	"github.com/vishvananda/netlink"
 
 	"github.com/netdrivers/netdrivers/pkg/cniplugin"
 )
 
-// del changes nothing for "none" (the namespace is the container's to
-// discard). As "loopback" it sets lo down, as the reference does.
-func del(_ context.Context, r *cniplugin.Request[mode]) error {
-	if r.Conf != "loopback" || r.ContNS == nil {
-		return nil
-	}
-	nl, err := r.ContNS.Netlink()
-	if err != nil {
-		return err
-	}
-	lo, err := nl.LinkByName("lo")
-	if err != nil {
-		var nf netlink.LinkNotFoundError
-		if errors.As(err, &nf) {
-			return nil
-		}
-		return fmt.Errorf("find lo: %w", err)
-	}
-	if err := nl.LinkSetDown(lo); err != nil {
-		return fmt.Errorf("set lo down: %w", err)
-	}
-	return nil
-}
+// del changes nothing, in both modes. The reference loopback sets lo down;
+// this one does not: the namespace may be shared (joinns joiners, a path
+// hostns re-bound onto the node) and lo is what keeps 127.0.0.1 working
+// there. The runtime discards the namespace anyway.
+func del(context.Context, *cniplugin.Request[mode]) error { return nil }
