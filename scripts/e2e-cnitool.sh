@@ -39,8 +39,9 @@ e2e_none() {
 	local ns out
 	ns=$(newns none)
 	out=$(cnitool add nd-none "/run/netns/$ns")
-	echo "$out" | grep -q '"127.0.0.1/8"' || fail "none: result lacks 127.0.0.1/8: $out"
-	ip -n "$ns" link show lo | grep -q 'UP' || fail "none: lo is not up"
+	# (grep >/dev/null, not -q: with pipefail, -q can SIGPIPE the writer)
+	echo "$out" | grep '"127.0.0.1/8"' >/dev/null || fail "none: result lacks 127.0.0.1/8: $out"
+	ip -n "$ns" link show lo | grep 'UP' >/dev/null || fail "none: lo is not up"
 	[ "$(ip -n "$ns" -o link | wc -l)" -eq 1 ] || fail "none: more than lo in the namespace"
 	cnitool check nd-none "/run/netns/$ns" || fail "none: CHECK failed"
 	ip -n "$ns" link add nd-extra type veth peer name nd-extra-p
