@@ -61,10 +61,14 @@ type VerbRun struct {
 // opFunc performs operation i on behalf of caller worker.
 type opFunc func(ctx context.Context, worker, i int) error
 
+// errSkipped marks an operation not attempted (CHECK of a failed ADD):
+// neither a sample nor a failure.
+var errSkipped = errors.New("skipped")
+
 // batch runs n operations with c concurrent callers, timing each.
 func batch(ctx context.Context, c, n int, fn opFunc) *VerbRun {
 	samples := make([]time.Duration, n)
-	failed := make([]bool, n)
+	failed, skipped := make([]bool, n), 0
 	var (
 		next     atomic.Int64
 		mu       sync.Mutex
@@ -82,7 +86,11 @@ func batch(ctx context.Context, c, n int, fn opFunc) *VerbRun {
 				t := time.Now()
 				err := fn(ctx, w, i)
 				samples[i] = time.Since(t)
-				if err != nil {
+				if errors.Is(err, errSkipped) {
+					mu.Lock()
+					samples[i], skipped = 0, skipped+1
+					mu.Unlock()
+				} else if err != nil {
 					failed[i] = true
 					mu.Lock()
 					firstErr = cmp.Or(firstErr, err)
@@ -102,7 +110,7 @@ func batch(ctx context.Context, c, n int, fn opFunc) *VerbRun {
 	if ctx.Err() != nil {
 		firstErr = cmp.Or(firstErr, ctx.Err())
 	}
-	v := &VerbRun{Summary: summarize(ok, n-len(ok), wall)}
+	v := &VerbRun{Summary: summarize(ok, n-skipped-len(ok), wall)}
 	for _, d := range ok {
 		v.SamplesUS = append(v.SamplesUS, d.Microseconds())
 	}
@@ -220,13 +228,21 @@ func (p *pluginBench) round(ctx context.Context, c int) (*Round, error) {
 	for i, ns := range p.pool {
 		rts[i] = p.rt(fmt.Sprintf("timed-w%d-c%d-%d", p.live, c, i), ns, i, false)
 	}
+	added := make([]bool, len(rts))
 	ops := map[string]opFunc{
 		"ADD": func(ctx context.Context, _, i int) error {
 			_, err := p.cni.AddNetworkList(ctx, p.list, rts[i])
+			added[i] = err == nil
 			return err
 		},
-		"CHECK": func(ctx context.Context, _, i int) error { return p.cni.CheckNetworkList(ctx, p.list, rts[i]) },
-		"DEL":   func(ctx context.Context, _, i int) error { return p.cni.DelNetworkList(ctx, p.list, rts[i]) },
+		"CHECK": func(ctx context.Context, _, i int) error {
+			if !added[i] {
+				return errSkipped // no result to check; the ADD failure is counted
+			}
+			return p.cni.CheckNetworkList(ctx, p.list, rts[i])
+		},
+		// DEL runs after a failed ADD too, as a runtime does.
+		"DEL": func(ctx context.Context, _, i int) error { return p.cni.DelNetworkList(ctx, p.list, rts[i]) },
 	}
 	r := &Round{W: p.live, C: c, Verbs: map[string]*VerbRun{}}
 	var errs []error
@@ -240,7 +256,10 @@ func (p *pluginBench) round(ctx context.Context, c int) (*Round, error) {
 	return r, errors.Join(errs...)
 }
 
-// runPlugin runs every W level and every C of a plugin scenario.
+// runPlugin runs every W level and every C of a plugin scenario. A round
+// with failed calls does not stop it: the failures are counted in the
+// round and returned at the end, so the scenario is reported as failed
+// with all its numbers.
 func runPlugin(ctx context.Context, sc Scenario, cfg *config, env *hostEnv, u *usage, run *Run) error {
 	p, err := newPluginBench(sc, cfg, env, u)
 	if err != nil {
@@ -249,6 +268,7 @@ func runPlugin(ctx context.Context, sc Scenario, cfg *config, env *hostEnv, u *u
 	if err := p.lifecycles(ctx, "warmup", 2); err != nil {
 		return err
 	}
+	var roundErrs []error
 	for _, w := range sc.Ws {
 		if w > p.live {
 			f, err := p.fillTo(ctx, w)
@@ -265,7 +285,11 @@ func runPlugin(ctx context.Context, sc Scenario, cfg *config, env *hostEnv, u *u
 			r, err := p.round(ctx, c)
 			run.Rounds = append(run.Rounds, r)
 			if err != nil {
-				return err
+				roundErrs = append(roundErrs, err)
+				progress("  %s: %v", sc.Name, err)
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
 			}
 			progress("  %s: W=%d C=%d  ADD p50 %.2f ms  CHECK p50 %.2f ms  DEL p50 %.2f ms", sc.Name, w, c,
 				r.Verbs["ADD"].Summary.P50, r.Verbs["CHECK"].Summary.P50, r.Verbs["DEL"].Summary.P50)
@@ -274,7 +298,7 @@ func runPlugin(ctx context.Context, sc Scenario, cfg *config, env *hostEnv, u *u
 	// Peak RSS, at the largest W: untimed, each plugin under the helper.
 	p.cni.rss.Store(true)
 	defer p.cni.rss.Store(false)
-	return p.lifecycles(ctx, "rss", rssLifecycles)
+	return errors.Join(append(roundErrs, p.lifecycles(ctx, "rss", rssLifecycles))...)
 }
 
 // rssLifecycles is how many ADD/CHECK/DEL cycles record peak RSS.

@@ -179,7 +179,11 @@ func (r *Report) markdown() string {
 					continue
 				}
 				s := v.Summary
-				fmt.Fprintf(&b, " | %s / %s / %s / %s | %.0f", fmtMS(s.P50), fmtMS(s.P90), fmtMS(s.P99), fmtMS(s.Max), s.OpsPS)
+				failed := ""
+				if s.Errors > 0 {
+					failed = fmt.Sprintf(" (**%d failed**)", s.Errors)
+				}
+				fmt.Fprintf(&b, " | %s / %s / %s / %s%s | %.0f", fmtMS(s.P50), fmtMS(s.P90), fmtMS(s.P99), fmtMS(s.Max), failed, s.OpsPS)
 			}
 			b.WriteString(" |\n")
 		}
