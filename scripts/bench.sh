@@ -6,6 +6,7 @@
 #   scripts/bench.sh --quick    smoke run (under a minute): small W and N, sanity checks
 #   scripts/bench.sh --only 'ours/|floor/'   only matching scenarios
 #   scripts/bench.sh --out DIR  results elsewhere (default test/bench/out/, gitignored)
+#   scripts/bench.sh --rev REV  plugins built from commit REV, not the working tree
 # Other flags go to the Go program (go run ./test/bench -h). Results:
 # <out>/<timestamp>/{report.md,results.json,plot.svg}, <out>/latest points there.
 # Uses $NETDRIVERS_BIN when set (prebuilt plugins), else builds them.
@@ -16,13 +17,14 @@ need_root
 ensure_pkgs ip:iproute2 nft:nftables iptables:iptables
 
 cmdline="scripts/bench.sh $*"
-args=() out=test/bench/out
+args=() out=test/bench/out rev=
 while [ $# -gt 0 ]; do
 	case $1 in
 	--quick) args+=(-quick); shift ;;
 	--only) args+=(-only "$2"); shift 2 ;;
 	--out) out=$2; shift 2 ;;
-	-h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+	--rev) rev=$(git rev-parse --short "$2"); shift 2 ;;
+	-h|--help) sed -n '2,13p' "$0"; exit 0 ;;
 	*) args+=("$1"); shift ;;
 	esac
 done
@@ -31,18 +33,27 @@ out=$(cd "$out" && pwd)
 build=$out/.build
 mkdir -p "$build/noop"
 
-if [ -n "${NETDRIVERS_BIN:-}" ] && [ -x "$NETDRIVERS_BIN/none" ]; then
+src=$PWD
+if [ -n "$rev" ]; then
+	# A clean export of the commit: others' uncommitted work stays out.
+	src=$build/src-$rev
+	rm -rf "$src" && mkdir -p "$src"
+	git archive "$rev" | tar -x -C "$src"
+	args+=(-plugins-rev "$rev")
+fi
+if [ -z "$rev" ] && [ -n "${NETDRIVERS_BIN:-}" ] && [ -x "$NETDRIVERS_BIN/none" ]; then
 	bin=$(cd "$NETDRIVERS_BIN" && pwd)
 else
 	bin=$build/bin
 	rm -rf "$bin"
-	log "build plugins"
-	if ! ./scripts/build.sh "$bin" 2>"$build/build.log"; then
+	log "build plugins${rev:+ at $rev}"
+	if ! (cd "$src" && ./scripts/build.sh "$bin") 2>"$build/build.log"; then
 		# A plugin that does not build only skips its scenarios.
 		log "not every plugin builds; building them one by one"
-		for d in plugins/*/; do
+		for d in "$src"/plugins/*/; do
+			d=plugins/$(basename "$d")
 			name=$(basename "$d")
-			if ! CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$bin/$name" "./$d" 2>"$build/$name.log"; then
+			if ! (cd "$src" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$bin/$name" "./$d") 2>"$build/$name.log"; then
 				log "warning: $name does not build, its scenarios are skipped:"
 				head -5 "$build/$name.log" >&2
 				rm -f "$bin/$name"

@@ -28,6 +28,7 @@ type config struct {
 	out                      string
 	oursBin, refBin, noopBin string
 	rusageBin                string
+	pluginsRev               string
 	only                     *regexp.Regexp
 	cs                       []int
 	fillC                    int
@@ -52,6 +53,7 @@ func parseFlags() (*config, error) {
 	flag.StringVar(&cfg.out, "out", filepath.Join(nettest.RepoRoot(), "test", "bench", "out"), "output directory")
 	flag.StringVar(&cfg.oursBin, "bin", "", "directory with our plugins (required)")
 	flag.StringVar(&cfg.noopBin, "noop", "", "directory with the noop plugin (required)")
+	flag.StringVar(&cfg.pluginsRev, "plugins-rev", "", "the commit our plugins were built from (default: the working tree)")
 	flag.StringVar(&cfg.rusageBin, "rusage", "", "the rusage helper (required)")
 	flag.StringVar(&cfg.refBin, "ref", "", "directory with the reference plugins (default: build them into .cache)")
 	flag.StringVar(&cfg.command, "command", cfg.command, "the command line to record in the report")

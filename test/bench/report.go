@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -44,6 +45,7 @@ type Meta struct {
 	CPUs       int       `json:"cpus"`
 	Go         string    `json:"go"`
 	Commit     string    `json:"commit"`
+	PluginsRev string    `json:"plugins_rev"` // what our plugins were built from
 	RefVersion string    `json:"ref_version"`
 	LoadBefore string    `json:"loadavg_before"`
 	LoadAfter  string    `json:"loadavg_after"`
@@ -56,7 +58,7 @@ func newReport(cfg *config) *Report {
 	return &Report{cfg: cfg, usage: newUsage(), start: time.Now(), Meta: Meta{
 		Started: time.Now().UTC(), Command: cfg.command, Quick: cfg.quick,
 		Host: unix.ByteSliceToString(u.Nodename[:]), Kernel: unix.ByteSliceToString(u.Release[:]),
-		CPUs: runtime.NumCPU(), Go: runtime.Version(), Commit: gitCommit(), RefVersion: nettest.RefVersion,
+		CPUs: runtime.NumCPU(), Go: runtime.Version(), Commit: gitCommit(), PluginsRev: cmp.Or(cfg.pluginsRev, "working tree"), RefVersion: nettest.RefVersion,
 		LoadBefore: loadavg(), Callers: cfg.cs,
 	}}
 }
@@ -164,8 +166,8 @@ func fmtX(v float64) string {
 func (r *Report) markdown() string {
 	var b strings.Builder
 	m := r.Meta
-	fmt.Fprintf(&b, "Run %s, %s, kernel %s, %d CPUs, %s, commit %s, reference plugins %s; %.0f s; load average before %s, after %s.\n\n",
-		m.Started.Format(time.RFC3339), m.Host, m.Kernel, m.CPUs, m.Go, m.Commit, m.RefVersion, m.Seconds, m.LoadBefore, m.LoadAfter)
+	fmt.Fprintf(&b, "Run %s, %s, kernel %s, %d CPUs, %s, checkout %s, our plugins from %s, reference plugins %s; %.0f s; load average before %s, after %s.\n\n",
+		m.Started.Format(time.RFC3339), m.Host, m.Kernel, m.CPUs, m.Go, m.Commit, m.PluginsRev, m.RefVersion, m.Seconds, m.LoadBefore, m.LoadAfter)
 	fmt.Fprintf(&b, "Command: `%s`\n\n", m.Command)
 	b.WriteString("Latency in ms of one whole libcni call (exec of every plugin in the list), p50 / p90 / p99 / max, and the calls per second that C callers achieved.\n\n")
 	b.WriteString("| scenario | W | C | ADD | ADD/s | CHECK | CHECK/s | DEL | DEL/s |\n|---|--:|--:|---|--:|---|--:|---|--:|\n")
