@@ -7,7 +7,9 @@ import (
 	"os"
 	"time"
 
+	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
@@ -69,7 +71,13 @@ func Configure(ns *netns.Handle, ifName string, res *current.Result, dad bool) e
 			return err
 		}
 	}
-	for _, r := range res.Routes {
+	return addRoutes(nl, link, res.Routes, v4gw, v6gw)
+}
+
+// addRoutes adds routes through link; one without a gateway gets its
+// family's. Equivalent to: ip -n NS route append DST via GW dev IF
+func addRoutes(nl netlinksafe.Handle, link netlink.Link, routes []*types.Route, v4gw, v6gw net.IP) error {
+	for _, r := range routes {
 		gw := r.GW
 		if gw == nil {
 			if r.Dst.IP.To4() != nil {
@@ -86,7 +94,7 @@ func Configure(ns *netns.Handle, ifName string, res *current.Result, dad bool) e
 			rt.Scope = netlink.Scope(*r.Scope)
 		}
 		if err := nl.RouteAddEcmp(rt); err != nil {
-			return cnierr.Errorf(cnierr.Internal, "add route %s via %v dev %q: %w", r.Dst.String(), gw, ifName, err)
+			return cnierr.Errorf(cnierr.Internal, "add route %s via %v dev %q: %w", r.Dst.String(), gw, link.Attrs().Name, err)
 		}
 	}
 	return nil
