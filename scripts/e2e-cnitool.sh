@@ -81,19 +81,19 @@ e2e_hostns() {
 	b=$(newns hostns-b)
 	on() { NETDRIVERS_STATE_DIR=$work/state-hostns nsenter --net="/run/netns/$node" "$@"; }
 	out=$(CAP_ARGS='{"portMappings":[{"hostPort":18080,"containerPort":80,"protocol":"tcp"}]}' on cnitool add nd-hostns "/run/netns/$a")
-	echo "$out" | grep -q '"name": "up0"' || fail "hostns: result lacks the node's up0: $out"
-	echo "$out" | grep -q '"192.0.2.10/24"' || fail "hostns: result lacks the node's address: $out"
+	echo "$out" | grep '"name": "up0"' >/dev/null || fail "hostns: result lacks the node's up0: $out"
+	echo "$out" | grep '"192.0.2.10/24"' >/dev/null || fail "hostns: result lacks the node's address: $out"
 	[ "$(ino "/run/netns/$a")" = "$(ino "/run/netns/$node")" ] || fail "hostns: $a was not re-bound onto the node's namespace"
-	ip -n "$a" -br link | grep -q '^up0' || fail "hostns: the container does not see the node's up0"
+	ip -n "$a" -br link | grep '^up0' >/dev/null || fail "hostns: the container does not see the node's up0"
 	CAP_ARGS='{"portMappings":[{"hostPort":18080,"containerPort":80,"protocol":"tcp"}]}' on cnitool check nd-hostns "/run/netns/$a" || fail "hostns: CHECK failed"
 	rc=0
 	out=$(CAP_ARGS='{"portMappings":[{"hostPort":18080,"containerPort":8080,"protocol":"tcp"}]}' on cnitool add nd-hostns "/run/netns/$b" 2>&1) || rc=$?
-	[ "$rc" -ne 0 ] && echo "$out" | grep -q 'already in use' || fail "hostns: a second reservation of tcp/18080 was not refused: $out"
+	[ "$rc" -ne 0 ] && echo "$out" | grep 'already in use' >/dev/null || fail "hostns: a second reservation of tcp/18080 was not refused: $out"
 	[ "$(ino "/run/netns/$b")" != "$(ino "/run/netns/$node")" ] || fail "hostns: a refused ADD re-bound $b"
 	on cnitool del nd-hostns "/run/netns/$b" || fail "hostns: DEL after a failed ADD failed"
 	on cnitool del nd-hostns "/run/netns/$a" || fail "hostns: DEL failed"
 	on cnitool del nd-hostns "/run/netns/$a" || fail "hostns: second DEL failed"
-	ip -n "$node" -br addr show up0 | grep -q 192.0.2.10/24 || fail "hostns: DEL changed the node"
+	ip -n "$node" -br addr show up0 | grep 192.0.2.10/24 >/dev/null || fail "hostns: DEL changed the node"
 	echo "ok   hostns.conflist"
 }
 
@@ -112,9 +112,9 @@ e2e_joinns() {
 	sed "s#/run/netns/nd-target#/run/netns/$target#" conf-examples/joinns.conflist >"$NETCONFPATH/joinns.conflist"
 	on() { NETDRIVERS_STATE_DIR=$work/state-joinns nsenter --net="/run/netns/$node" "$@"; }
 	out=$(on cnitool add nd-joinns "/run/netns/$side")
-	echo "$out" | grep -q '"10.99.0.2/24"' || fail "joinns: result lacks the target's address: $out"
+	echo "$out" | grep '"10.99.0.2/24"' >/dev/null || fail "joinns: result lacks the target's address: $out"
 	[ "$(ino "/run/netns/$side")" = "$(ino "/run/netns/$target")" ] || fail "joinns: $side was not re-bound onto the target"
-	ip -n "$side" -br addr show eth0 | grep -q 10.99.0.2/24 || fail "joinns: the sidecar does not see the target's eth0"
+	ip -n "$side" -br addr show eth0 | grep 10.99.0.2/24 >/dev/null || fail "joinns: the sidecar does not see the target's eth0"
 	on cnitool check nd-joinns "/run/netns/$side" || fail "joinns: CHECK failed"
 	CNI_ARGS="IgnoreUnknown=1;TARGET=$(cnitool_id "/run/netns/$side")" on cnitool add nd-joinns "/run/netns/$third" >/dev/null ||
 		fail "joinns: joining the sidecar by container ID failed"
@@ -122,7 +122,7 @@ e2e_joinns() {
 	on cnitool del nd-joinns "/run/netns/$third" || fail "joinns: DEL failed"
 	on cnitool del nd-joinns "/run/netns/$side" || fail "joinns: DEL failed"
 	on cnitool del nd-joinns "/run/netns/$side" || fail "joinns: second DEL failed"
-	ip -n "$target" -br addr show eth0 | grep -q 10.99.0.2/24 || fail "joinns: DEL changed the target"
+	ip -n "$target" -br addr show eth0 | grep 10.99.0.2/24 >/dev/null || fail "joinns: DEL changed the target"
 	echo "ok   joinns.conflist"
 }
 
