@@ -261,3 +261,94 @@ func TestJoinnsHostWithOptIn(t *testing.T) {
 	n.cni.MustDel(t, list, rt)
 	n.cni.MustDel(t, list, rt)
 }
+
+// TestJoinnsBridgeTarget is issue 6's scenario: X is attached with
+// host-local-bridge, Y joins X by its container ID (the record the bridge
+// plugin leaves); Y's path shows X's eth0 and address, a server through Y
+// is reached at X's address from another bridge container, a port bound
+// through Y is taken in X; DEL of Y (twice) leaves X fully working; when
+// X's attachment is gone, CHECK of a joiner says so.
+func TestJoinnsBridgeTarget(t *testing.T) {
+	nettest.RequireRoot(t)
+	t.Parallel()
+	host := nettest.NewNS(t)
+	cni := nettest.NewCNI(t, host)
+	br := nettest.ConfList(t, map[string]any{
+		"cniVersion": "1.0.0", "name": "jbr-" + nettest.RandHex(6),
+		"plugins": []any{map[string]any{"type": "host-local-bridge", "bridge": nettest.Name("ndj"),
+			"ipam": map[string]any{"type": "host-local", "subnet": "10.123.0.0/24", "dataDir": t.TempDir()}}},
+	})
+	join := joinnsList(t, "1.0.0", nil)
+	x, z, y := nettest.NewNS(t), nettest.NewNS(t), nettest.NewNS(t)
+	rtX, rtZ := nettest.Runtime(t, x, "eth0"), nettest.Runtime(t, z, "eth0")
+	resX, err := current.NewResultFromResult(cni.MustAdd(t, br, rtX))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cni.MustAdd(t, br, rtZ)
+	xAddr := resX.IPs[0].Address.IP.String()
+	rtY := nettest.Runtime(t, y, "eth0")
+	rtY.Args = [][2]string{{"IgnoreUnknown", "1"}, {"TARGET", rtX.ContainerID}}
+	resY, err := current.NewResultFromResult(cni.MustAdd(t, join, rtY))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hnNSID(t, y.Path()) != x.Handle().ID() {
+		t.Fatal("Y did not join X's namespace")
+	}
+	if len(resY.IPs) == 0 || resY.IPs[0].Address.String() != resX.IPs[0].Address.String() ||
+		resY.Interfaces[0].Name != "eth0" || resY.Interfaces[0].Mac != nettest.Link(t, x, "eth0").Attrs().HardwareAddr.String() {
+		t.Errorf("Y's result %v %v does not report X's eth0 and %s", resY.Interfaces, resY.IPs, resX.IPs[0].Address.String())
+	}
+	joined := nettest.Enter(t, y.Path())
+	if got := nettest.Addrs(t, joined, "eth0"); len(got) != 1 || got[0].Addr().String() != xAddr {
+		t.Errorf("eth0 through Y has %v, want X's %s", got, xAddr)
+	}
+	nettest.Listen(t, joined, "tcp", ":8088", "sidecar")
+	nettest.Eventually(t, 3*time.Second, "dial the sidecar at X's address from Z", func() error {
+		got, err := nettest.Dial(z, "tcp", net.JoinHostPort(xAddr, "8088"), time.Second)
+		if err == nil && !strings.HasPrefix(got, "sidecar ") {
+			err = fmt.Errorf("answer %q", got)
+		}
+		return err
+	})
+	x.MustDo(t, func() error {
+		l, err := net.Listen("tcp", ":8088")
+		if err == nil {
+			l.Close()
+			return errors.New("port 8088 bound through Y is free in X")
+		}
+		if !errors.Is(err, syscall.EADDRINUSE) {
+			return err
+		}
+		return nil
+	})
+	cni.MustCheck(t, join, rtY)
+
+	xBefore := nettest.Snapshot(t, x)
+	cni.MustDel(t, join, rtY)
+	cni.MustDel(t, join, rtY)
+	if after := nettest.Snapshot(t, x); after != xBefore {
+		t.Errorf("DEL of Y changed X:\n%s\n->\n%s", xBefore, after)
+	}
+	// X keeps working for its own container: reachable, and serving.
+	nettest.Reachable(t, z, xAddr)
+	nettest.Listen(t, x, "tcp", ":8089", "x-itself")
+	if got, err := nettest.Dial(z, "tcp", net.JoinHostPort(xAddr, "8089"), 2*time.Second); err != nil || !strings.HasPrefix(got, "x-itself ") {
+		t.Errorf("X's own server after Y's DEL: %q, %v", got, err)
+	}
+
+	// A joiner outlives its target's attachment only as far as CHECK
+	// telling so.
+	w := nettest.NewNS(t)
+	rtW := nettest.Runtime(t, w, "eth0")
+	rtW.Args = rtY.Args
+	cni.MustAdd(t, join, rtW)
+	cni.MustDel(t, br, rtX)
+	err = cni.CheckNetworkList(context.Background(), join, rtW)
+	if err == nil || !strings.Contains(err.Error(), "gone") {
+		t.Errorf("CHECK of a joiner after its target's DEL = %v, want it to say the attachment is gone", err)
+	}
+	cni.MustDel(t, join, rtW)
+	cni.MustDel(t, br, rtZ)
+}
