@@ -119,21 +119,36 @@ demo_hostns() {
 
 demo_joinns() {
 	section "joinns: Docker's --network container:X (a sidecar joins another container's stack)"
+	echo "The app is a host-local-bridge container on a throw-away node; the sidecar joins it by its"
+	echo "container ID, per call (CNI_ARGS TARGET=), through the record the bridge plugin left."
+	newns nd-demo-jnode
+	ip -n nd-demo-jnode link set lo up
+	onjn() { NETDRIVERS_STATE_DIR=$work/state-join nsenter --net=/run/netns/nd-demo-jnode "$@"; }
 	newns nd-demo-app
-	attach nd-none nd-demo-app
+	ip -n nd-demo-app link set lo up # what the runtime does (containerd's loopback network, Podman itself)
+	say "cnitool add nd-bridge /run/netns/nd-demo-app"
+	onjn cnitool add nd-bridge /run/netns/nd-demo-app >/dev/null
+	teardown+=("onjn cnitool del nd-bridge /run/netns/nd-demo-app")
+	local app id
+	app=$(ip -n nd-demo-app -4 -br addr show eth0 | awk '{print $3}' | cut -d/ -f1)
+	id="cnitool-$(printf %s /run/netns/nd-demo-app | sha512sum | cut -c1-20)" # cnitool's container ID
 	newns nd-demo-sidecar
-	sed "s#/run/netns/nd-target#/run/netns/nd-demo-app#" conf-examples/joinns.conflist >"$NETCONFPATH/joinns.conflist"
-	say "joinns.conflist: \"target\": \"/run/netns/nd-demo-app\"   # the one field a user sets (a path or a container ID)"
-	attach nd-joinns nd-demo-sidecar
+	say "CNI_ARGS='IgnoreUnknown=1;TARGET=$id' cnitool add nd-joinns /run/netns/nd-demo-sidecar"
+	CNI_ARGS="IgnoreUnknown=1;TARGET=$id" onjn cnitool add nd-joinns /run/netns/nd-demo-sidecar | head -c 2000
+	echo
+	teardown+=("onjn cnitool del nd-joinns /run/netns/nd-demo-sidecar")
 	say "the sidecar's path shows the app's namespace"
 	stat -L -c '  %n inode %i' /run/netns/nd-demo-app /run/netns/nd-demo-sidecar
-	echo "The app serves on its loopback; the sidecar reaches it there (one stack):"
-	serve nd-demo-app 127.0.0.1:8081 "hello from the app, seen by its sidecar"
-	fetch nd-demo-sidecar http://127.0.0.1:8081/
-	detach nd-joinns nd-demo-sidecar
-	say "the app is untouched by the sidecar's DEL"
+	sees nd-demo-sidecar
+	echo "The sidecar serves on port 9090: the node reaches it at the app's address, the app on its loopback:"
+	serve nd-demo-sidecar 0.0.0.0:9090 "hello from the sidecar, at the app's address"
+	fetch nd-demo-jnode "http://$app:9090/"
+	fetch nd-demo-app http://127.0.0.1:9090/
+	say "cnitool del nd-joinns /run/netns/nd-demo-sidecar"
+	onjn cnitool del nd-joinns /run/netns/nd-demo-sidecar
+	echo "The app is untouched by the sidecar's DEL:"
 	sees nd-demo-app
-	fetch nd-demo-app http://127.0.0.1:8081/
+	reach nd-demo-jnode "$app"
 }
 
 demo_macvlan() {
