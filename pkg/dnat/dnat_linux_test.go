@@ -205,9 +205,10 @@ func TestDelRestoresRuleset(t *testing.T) {
 				if err := be.Del(ctx, bn.Network, attB.Key); err != nil {
 					t.Fatal(err)
 				}
-				if got := w.ruleset(); got != before {
-					t.Fatalf("ruleset after Del differs:\n%s\nwant:\n%s", got, before)
+				if err := be.Check(ctx, bn.Network, attB); !errors.Is(err, ErrMissing) { // at once, not a tick later
+					t.Fatalf("Check right after Del = %v, want ErrMissing", err)
 				}
+				w.settles(t, before, "ruleset after Del")
 			}
 			unknown := netconf.Key{Network: bn.Name, ContainerID: "never-added", IfName: "eth0"}
 			if err := be.Del(ctx, bn.Network, unknown); err != nil {

@@ -88,31 +88,46 @@ func TestValidate(t *testing.T) {
 	}
 }
 
-// TestPubKey pins the key layout of the published-port maps: fields
-// padded to 32-bit registers, ports big-endian.
-func TestPubKey(t *testing.T) {
+// TestMapElem pins the layout of the published-port maps' keys and
+// values: fields padded to 32-bit registers, ports big-endian.
+func TestMapElem(t *testing.T) {
 	tests := []struct {
-		m    mapping
-		set  string
-		want []byte
+		m        mapping
+		set      string
+		key, val []byte
+		text     string
 	}{
-		{mapping{Proto: "tcp", HostPort: 0x1f90, Cont: c4}, setPubAny, []byte{2, 0, 0, 0, 6, 0, 0, 0, 0x1f, 0x90, 0, 0}},
-		{mapping{Proto: "udp", HostPort: 53, Cont: c6}, setPubAny, []byte{10, 0, 0, 0, 17, 0, 0, 0, 0, 53, 0, 0}},
-		{mapping{Proto: "sctp", HostIP: netip.MustParseAddr("192.0.2.1"), HostPort: 1, Cont: c4}, setPub4,
-			[]byte{192, 0, 2, 1, 132, 0, 0, 0, 0, 1, 0, 0}},
+		{mapping{Proto: "tcp", HostPort: 0x1f90, Cont: c4, ContPort: 80}, mapAny4,
+			[]byte{6, 0, 0, 0, 0x1f, 0x90, 0, 0}, []byte{10, 1, 0, 5, 0, 80, 0, 0}, "tcp port 8080 of every IPv4 address"},
+		{mapping{Proto: "udp", HostPort: 53, Cont: c6, ContPort: 5353}, mapAny6,
+			[]byte{17, 0, 0, 0, 0, 53, 0, 0}, append(c6.AsSlice(), 0x14, 0xe9, 0, 0), "udp port 53 of every IPv6 address"},
+		{mapping{Proto: "sctp", HostIP: netip.MustParseAddr("192.0.2.1"), HostPort: 1, Cont: c4, ContPort: 2}, mapAddr4,
+			[]byte{192, 0, 2, 1, 132, 0, 0, 0, 0, 1, 0, 0}, []byte{10, 1, 0, 5, 0, 2, 0, 0}, "sctp port 1 of 192.0.2.1"},
 	}
 	for _, tt := range tests {
-		set, key := pubKey(tt.m)
-		if set != tt.set || !slices.Equal(key, tt.want) {
-			t.Errorf("pubKey(%v) = %s %v, want %s %v", tt.m, set, key, tt.set, tt.want)
+		e := mapElem(tt.m)
+		if e.Map != tt.set || !slices.Equal(e.Key, tt.key) || !slices.Equal(e.Val, tt.val) {
+			t.Errorf("mapElem(%v) = %s %v : %v, want %s %v : %v", tt.m, e.Map, e.Key, e.Val, tt.set, tt.key, tt.val)
 		}
-		if got := describeKey(set, key); !strings.Contains(got, tt.m.Proto) {
-			t.Errorf("describeKey = %q", got)
+		if e.String() != tt.text {
+			t.Errorf("%v renders as %q, want %q", tt.m, e, tt.text)
+		}
+		if back, ok := elemFromKey(e.Map, e.Key, e.Val); !ok || back.Proto != e.Proto || back.Port != e.Port {
+			t.Errorf("elemFromKey(%v) = %+v", e.Key, back)
+		}
+		if got := valString(e.Val); got != netip.AddrPortFrom(tt.m.Cont, tt.m.ContPort).String() {
+			t.Errorf("valString = %q", got)
 		}
 	}
-	_, key := pubKey(mapping{Proto: "tcp", HostIP: netip.MustParseAddr("2001:db8::1"), HostPort: 80, Cont: c6})
-	if len(key) != 24 {
-		t.Errorf("pub6 key is %d bytes, want 24", len(key))
+	e := mapElem(mapping{Proto: "tcp", HostIP: netip.MustParseAddr("2001:db8::1"), HostPort: 80, Cont: c6})
+	if e.Map != mapAddr6 || len(e.Key) != 24 || len(e.Val) != 20 {
+		t.Errorf("dnat6 element %s: key %d bytes, value %d, want 24, 20", e.Map, len(e.Key), len(e.Val))
+	}
+	for _, s := range globalSets()[:len(pubMaps)] {
+		want := map[string][2]uint32{mapAddr4: {12, 8}, mapAddr6: {24, 20}, mapAny4: {8, 8}, mapAny6: {8, 20}}[s.Name]
+		if s.KeyType.Bytes != want[0] || s.DataType.Bytes != want[1] || !s.HasTimeout {
+			t.Errorf("map %s: key %d bytes, value %d, timeout %v; want %v and flags timeout", s.Name, s.KeyType.Bytes, s.DataType.Bytes, s.HasTimeout, want)
+		}
 	}
 }
 
@@ -162,25 +177,28 @@ func TestNetRules(t *testing.T) {
 	}
 }
 
-func TestAttRules(t *testing.T) {
+func TestAttElems(t *testing.T) {
 	a := &Attachment{Key: testKey, Addrs: []netip.Addr{c4, c6},
-		Ports: []netconf.Port{port("tcp", "", 80, 8080), port("udp", "192.0.2.1", 53, 53)}}
+		Ports: []netconf.Port{port("tcp", "", 80, 8080), port("udp", "192.0.2.1", 53, 53), port("tcp", "", 80, 9090)}}
 	ms, err := a.mappings(testNet(ModeNAT))
 	if err != nil {
 		t.Fatal(err)
 	}
-	rs := attRules(testKey, ms)
-	if len(rs) != 3 || countExpr[*expr.NAT](rs) != 3 {
-		t.Fatalf("%d rules, want 3 DNAT rules", len(rs))
+	var got []string
+	for _, e := range attElems(ms) {
+		got = append(got, e.Map+" "+e.String()+" -> "+valString(e.Val))
 	}
-	els := attElems(testKey, ms)
-	if len(els[setPubAny]) != 2 || len(els[setPub4]) != 1 || len(els[setPub6]) != 0 {
-		t.Errorf("elements %v", els)
+	want := []string{ // a host port given twice is published once: the first wins
+		"dnat4-any tcp port 80 of every IPv4 address -> 10.1.0.5:8080",
+		"dnat6-any tcp port 80 of every IPv6 address -> [fd00::5]:8080",
+		"dnat4 udp port 53 of 192.0.2.1 -> 10.1.0.5:53",
 	}
-	for _, e := range els[setPubAny] {
-		if e.VerdictData.Chain != "a-"+testKey.Hash() || e.Comment != testKey.Hash() {
-			t.Errorf("element %+v", e)
-		}
+	if !slices.Equal(got, want) {
+		t.Errorf("elements:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	m := attMarker(netconf.Key{Network: strings.Repeat("n", 255), ContainerID: strings.Repeat("c", 255), IfName: "eth0"})
+	if len(m.Key) != 16 || m.Key[15] != 0 || len(m.Comment) > maxComment {
+		t.Errorf("marker key %q (%d bytes), comment of %d bytes", m.Key, len(m.Key), len(m.Comment))
 	}
 }
 

@@ -2,9 +2,7 @@ package dnat
 
 import (
 	"errors"
-	"os"
 	"slices"
-	"strings"
 
 	"github.com/coreos/go-iptables/iptables"
 	"github.com/google/nftables"
@@ -16,8 +14,8 @@ import (
 // is DROP (Docker sets it, firewalld too): a verdict of our nftables
 // table cannot overrule their drop, so one jump from FORWARD (or
 // DOCKER-USER) enters NETDRIVERS-FORWARD, which accepts what our networks
-// intend. Their policies and rules are never changed. The check runs only
-// when a network's shared rules are created.
+// intend. Their policies and rules are never changed. The policies are
+// read on every ADD (states), and the guard added where one drops.
 type fwdGuard struct{ host *netns.Handle }
 
 func newFwdGuard(host *netns.Handle) *fwdGuard { return &fwdGuard{host: host} }
@@ -62,135 +60,139 @@ func families(n *Network) []bool {
 	return out
 }
 
-// ensure adds n's accept rules to every iptables flavor whose FORWARD
-// policy drops, in the host namespace.
-// Equivalent to: iptables -I FORWARD -j NETDRIVERS-FORWARD; iptables -A NETDRIVERS-FORWARD -i BR -j ACCEPT ...
-func (g *fwdGuard) ensure(n *Network) error {
+// fwdState is what one iptables flavor's filter table says for a family.
+type fwdState struct {
+	Flavor string // FlavorLegacy or FlavorNft
+	V4     bool
+	Drop   bool // the FORWARD policy is DROP
+	Chain  bool // NETDRIVERS-FORWARD exists
+}
+
+// id names the flavor and family in the network record ("nft4", "legacy6").
+func (s fwdState) id() string {
+	if s.V4 {
+		return s.Flavor + "4"
+	}
+	return s.Flavor + "6"
+}
+
+// states reads, in the host namespace, the FORWARD policy and our chain
+// of both iptables flavors for n's families (both when n is nil), without
+// running iptables: GETs over c (a socket of its own when nil) for
+// iptables-nft, sent in one round trip after the caller's own requests
+// pre; getsockopt for iptables-legacy. Cheap enough for every ADD, so a
+// Docker or firewalld started after a network was created is noticed.
+func (g *fwdGuard) states(c *nftConn, n *Network, pre ...*nftGet) ([]fwdState, error) {
+	fams := []bool{true, false}
+	if n != nil {
+		fams = families(n)
+	}
+	if c == nil {
+		var err error
+		if c, err = openNft(g.host); err != nil {
+			return nil, err
+		}
+		defer c.close()
+	}
+	gets := pre
+	for _, v4 := range fams {
+		fam := nftables.TableFamilyIPv6
+		if v4 {
+			fam = nftables.TableFamilyIPv4
+		}
+		gets = append(gets, getChain(fam, "filter", "FORWARD"), getChain(fam, "filter", iptForward))
+	}
+	if err := c.get(gets...); err != nil {
+		return nil, err
+	}
+	var out []fwdState
 	var errs []error
-	for _, v4 := range families(n) {
-		for _, flavor := range g.dropping(v4) {
-			errs = append(errs, g.host.Do(func() error {
-				ipt, err := openIpt(flavor, v4)
-				if err != nil {
-					return err
-				}
-				if err := ensureForwardChain(ipt); err != nil {
-					return err
-				}
-				for _, r := range guardRules(n) {
-					if err := appendUnique(ipt, r); err != nil {
-						return err
-					}
-				}
-				return nil
-			}))
+	for i, v4 := range fams {
+		fwd, ours := gets[len(pre)+2*i], gets[len(pre)+2*i+1]
+		_, drop, err := fwd.chainPolicy()
+		chain, _, err2 := ours.chainPolicy()
+		errs = append(errs, err, err2)
+		out = append(out, fwdState{Flavor: FlavorNft, V4: v4, Drop: drop, Chain: chain})
+	}
+	errs = append(errs, g.host.Do(func() error {
+		for _, v4 := range fams {
+			exists, drop, chain, err := legacyFilter(v4)
+			if err != nil {
+				return err
+			}
+			if exists {
+				out = append(out, fwdState{Flavor: FlavorLegacy, V4: v4, Drop: drop, Chain: chain})
+			}
+		}
+		return nil
+	}))
+	return out, errors.Join(errs...)
+}
+
+// unguarded lists the states that drop and lack our chain or were not
+// guarded for the network yet (guarded holds the ids its record keeps).
+func unguarded(states []fwdState, guarded []string) []fwdState {
+	var out []fwdState
+	for _, s := range states {
+		if s.Drop && (!s.Chain || !slices.Contains(guarded, s.id())) {
+			out = append(out, s)
 		}
 	}
-	return errors.Join(errs...)
+	return out
+}
+
+// ensure adds n's accept rules to every flavor and family whose FORWARD
+// policy drops, in the host namespace, and returns their ids.
+// Equivalent to: iptables -I FORWARD -j NETDRIVERS-FORWARD; iptables -A NETDRIVERS-FORWARD -i BR -j ACCEPT ...
+func (g *fwdGuard) ensure(n *Network, states []fwdState) ([]string, error) {
+	var ids []string
+	var errs []error
+	for _, s := range states {
+		if !s.Drop {
+			continue
+		}
+		err := g.host.Do(func() error {
+			ipt, err := openIpt(s.Flavor, s.V4)
+			if err != nil {
+				return err
+			}
+			if err := ensureForwardChain(ipt); err != nil {
+				return err
+			}
+			for _, r := range guardRules(n) {
+				if err := appendUnique(ipt, r); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if errs = append(errs, err); err == nil {
+			ids = append(ids, s.id())
+		}
+	}
+	return ids, errors.Join(errs...)
 }
 
 // remove deletes n's accept rules wherever NETDRIVERS-FORWARD exists, and
 // the chain with its jump once it is empty.
 func (g *fwdGuard) remove(n *Network) error {
-	var errs []error
-	for _, v4 := range []bool{true, false} {
-		for _, flavor := range g.present(v4) {
-			errs = append(errs, g.host.Do(func() error {
-				ipt, err := openIpt(flavor, v4)
-				if err != nil {
-					return err
-				}
-				var errs []error
-				for _, r := range guardRules(n) {
-					errs = append(errs, deleteRule(ipt, r))
-				}
-				return errors.Join(append(errs, removeForwardChainIfEmpty(ipt))...)
-			}))
+	states, err := g.states(nil, nil)
+	errs := []error{err}
+	for _, s := range states {
+		if !s.Chain {
+			continue
 		}
-	}
-	return errors.Join(errs...)
-}
-
-// dropping lists the flavors whose FORWARD policy is DROP for a family.
-func (g *fwdGuard) dropping(v4 bool) []string {
-	var out []string
-	if g.legacyLoaded(v4) {
-		var drop bool
-		g.host.Do(func() error {
-			ipt, err := openIpt(FlavorLegacy, v4)
+		errs = append(errs, g.host.Do(func() error {
+			ipt, err := openIpt(s.Flavor, s.V4)
 			if err != nil {
 				return err
 			}
-			rules, err := ipt.List("filter", "FORWARD")
-			drop = err == nil && len(rules) > 0 && rules[0] == "-P FORWARD DROP"
-			return nil
-		})
-		if drop {
-			out = append(out, FlavorLegacy)
-		}
-	}
-	if ch := g.nftForward(v4, "FORWARD"); ch != nil && ch.Policy != nil && *ch.Policy == nftables.ChainPolicyDrop {
-		out = append(out, FlavorNft)
-	}
-	return out
-}
-
-// present lists the flavors holding a NETDRIVERS-FORWARD chain.
-func (g *fwdGuard) present(v4 bool) []string {
-	var out []string
-	if g.legacyLoaded(v4) {
-		var ok bool
-		g.host.Do(func() error {
-			ipt, err := openIpt(FlavorLegacy, v4)
-			if err == nil {
-				ok, _ = ipt.ChainExists("filter", iptForward)
+			var errs []error
+			for _, r := range guardRules(n) {
+				errs = append(errs, deleteRule(ipt, r))
 			}
-			return nil
-		})
-		if ok {
-			out = append(out, FlavorLegacy)
-		}
+			return errors.Join(append(errs, removeForwardChainIfEmpty(ipt))...)
+		}))
 	}
-	if g.nftForward(v4, iptForward) != nil {
-		out = append(out, FlavorNft)
-	}
-	return out
-}
-
-// legacyLoaded reports whether the legacy filter table exists in the host
-// namespace: reading /proc costs far less than running iptables-legacy.
-func (g *fwdGuard) legacyLoaded(v4 bool) bool {
-	name := "ip6_tables_names"
-	if v4 {
-		name = "ip_tables_names"
-	}
-	var loaded bool
-	g.host.Do(func() error {
-		b, err := os.ReadFile("/proc/thread-self/net/" + name)
-		loaded = err == nil && slices.Contains(strings.Fields(string(b)), "filter")
-		return nil
-	})
-	return loaded
-}
-
-// nftForward gets chain name of iptables-nft's filter table over netlink
-// (one GET), or nil when it does not exist.
-func (g *fwdGuard) nftForward(v4 bool, name string) *nftables.Chain {
-	fam := nftables.TableFamilyIPv6
-	if v4 {
-		fam = nftables.TableFamilyIPv4
-	}
-	var opts []nftables.ConnOption
-	if !g.host.IsSelf() {
-		opts = append(opts, nftables.WithNetNSFd(g.host.Fd()))
-	}
-	c, err := nftables.New(opts...)
-	if err != nil {
-		return nil
-	}
-	ch, err := c.ListChain(&nftables.Table{Name: "filter", Family: fam}, name)
-	if err != nil {
-		return nil
-	}
-	return ch
+	return errors.Join(errs...)
 }

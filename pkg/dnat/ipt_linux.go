@@ -194,9 +194,12 @@ func (b *iptBackend) Status(ctx context.Context) error {
 }
 
 // ensureNetwork installs the chains, hooks and network n's rules under
-// the store lock unless the record says they are current.
+// the store lock unless the record says they are current, and the
+// FORWARD guard where a policy drops (read on every ADD, see states).
 func (b *iptBackend) ensureNetwork(ctx context.Context, n *Network) error {
-	if old, err := b.rec.getNet(n.Name); err == nil && old != nil && sameNetwork(old, n) {
+	rec, err := b.rec.getNet(n.Name)
+	fwd, ferr := b.guard.states(nil, n)
+	if err == nil && ferr == nil && rec.current(n) && len(unguarded(fwd, rec.Guarded)) == 0 {
 		return ensureSysctls(b.host, n)
 	}
 	l, err := b.rec.store.Lock(ctx, b.rec.lockName())
@@ -205,15 +208,33 @@ func (b *iptBackend) ensureNetwork(ctx context.Context, n *Network) error {
 	}
 	defer l.Unlock()
 	old, _ := b.rec.getNet(n.Name)
-	if old != nil && sameNetwork(old, n) {
-		return ensureSysctls(b.host, n)
+	if fwd, err = b.guard.states(nil, n); err != nil {
+		return cnierr.Wrap(cnierr.IOFailure, err)
 	}
+	var guarded []string
+	if old.current(n) {
+		guarded = old.Guarded
+	} else if err := b.writeNetwork(n, old); err != nil {
+		return err
+	}
+	if err := ensureSysctls(b.host, n); err != nil {
+		return err
+	}
+	ids, err := b.guard.ensure(n, unguarded(fwd, guarded))
+	if err != nil {
+		return err
+	}
+	return b.rec.putNet(n, append(guarded, ids...))
+}
+
+// writeNetwork drops the rules of a changed config and installs n's.
+func (b *iptBackend) writeNetwork(n *Network, old *netRecord) error {
 	if old != nil { // the config changed: drop the old network's rules
-		if err := b.deleteNetworkRules(old); err != nil {
+		if err := b.deleteNetworkRules(&old.Network); err != nil {
 			return err
 		}
 	}
-	err = b.do(families(n), func(ipt *iptables.IPTables, v4 bool) error {
+	err := b.do(families(n), func(ipt *iptables.IPTables, v4 bool) error {
 		if err := b.ensureSkeleton(ipt, v4); err != nil {
 			return err
 		}
@@ -224,16 +245,7 @@ func (b *iptBackend) ensureNetwork(ctx context.Context, n *Network) error {
 		}
 		return nil
 	})
-	if err != nil {
-		return cnierr.Wrap(cnierr.IOFailure, err)
-	}
-	if err := ensureSysctls(b.host, n); err != nil {
-		return err
-	}
-	if err := b.guard.ensure(n); err != nil {
-		return err
-	}
-	return b.rec.putNet(n)
+	return cnierr.Wrap(cnierr.IOFailure, err)
 }
 
 // ensureSkeleton creates our chains and the jumps into them.

@@ -1,15 +1,16 @@
 package dnat
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
-	"strings"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/userdata"
-	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/netdrivers/netdrivers/pkg/cnierr"
@@ -24,23 +25,17 @@ type nftBackend struct {
 	host  *netns.Handle
 	rec   records
 	guard *fwdGuard
+	// deleteOnly makes Del delete elements instead of retiring them, as it
+	// does on kernels that cannot update an element's timeout (< 6.10);
+	// tests set it to cover that path.
+	deleteOnly bool
+	// retireAfter overrides the timeout retired elements get (tests
+	// lengthen it to make the tick in which they still work observable).
+	retireAfter time.Duration
 }
 
 func newNft(host *netns.Handle, store *state.Store) *nftBackend {
 	return &nftBackend{host: host, rec: records{store: store, backend: BackendNftables}, guard: newFwdGuard(host)}
-}
-
-// conn opens one netlink socket in the host namespace for a whole verb.
-func (b *nftBackend) conn() (*nftables.Conn, error) {
-	opts := []nftables.ConnOption{nftables.AsLasting()}
-	if !b.host.IsSelf() {
-		opts = append(opts, nftables.WithNetNSFd(b.host.Fd()))
-	}
-	c, err := nftables.New(opts...)
-	if err != nil {
-		return nil, cnierr.Wrap(cnierr.NotAvailable, fmt.Errorf("open nftables netlink socket: %w", err))
-	}
-	return c, nil
 }
 
 func comment(s string) []byte { return userdata.AppendString(nil, userdata.TypeComment, s) }
@@ -54,8 +49,9 @@ func addRules(c *nftables.Conn, rs []nftRule, tagText string) {
 func isNotExist(err error) bool { return errors.Is(err, unix.ENOENT) }
 
 // Add installs, in the host namespace, the network's shared objects when
-// missing and the attachment's chain and map elements in one batch.
-// Equivalent to: nft -f - <<< 'add chain inet netdrivers a-HASH; add rule ...; add element ...'
+// missing and the attachment's map elements in one batch: no rule, no
+// chain, nothing whose cost grows with the attachments already there.
+// Equivalent to: nft add element inet netdrivers dnat4-any { tcp . 8080 : 10.244.1.10 . 80 } ...
 func (b *nftBackend) Add(ctx context.Context, n *Network, a *Attachment) (err error) {
 	ms, err := checkAdd(n, a)
 	if err != nil {
@@ -65,13 +61,13 @@ func (b *nftBackend) Add(ctx context.Context, n *Network, a *Attachment) (err er
 	if err != nil {
 		return err
 	}
-	defer c.CloseLasting()
+	defer c.close()
 	if err := b.ensureNetwork(ctx, c, n); err != nil {
 		return err
 	}
 	if old, err := b.rec.get(a.Key); err != nil || old != nil {
-		// An ADD without DEL before: remove what it left first.
-		if err := errors.Join(err, b.delAttachment(c, a.Key, old)); err != nil {
+		// An ADD without DEL before (or an unreadable record): retire what it published first.
+		if err := b.unpublish(c, a.Key, old); err != nil {
 			return err
 		}
 	}
@@ -81,25 +77,12 @@ func (b *nftBackend) Add(ctx context.Context, n *Network, a *Attachment) (err er
 		return err
 	}
 	u.Push(func() error { return b.rec.del(a.Key) })
-	ch := c.AddChain(regularChain(attChainName(a.Key)))
-	c.FlushChain(ch)
-	addRules(c, attRules(a.Key, ms), tag(a.Key))
-	for _, set := range []string{setPub4, setPub6, setPubAny} {
-		if elems := attElems(a.Key, ms)[set]; len(elems) > 0 {
-			if err := c.SetAddElements(&nftables.Set{Table: nftTable, Name: set, IsMap: true}, elems); err != nil {
-				return fmt.Errorf("add %s elements: %w", set, err)
-			}
+	if elems := attElems(ms); len(elems) > 0 {
+		if err := b.publish(c, a.Key, elems); err != nil {
+			return err
 		}
+		u.Push(func() error { return b.retire(c, a.Key, elems) })
 	}
-	if err := c.Flush(); err != nil {
-		if errors.Is(err, unix.EEXIST) {
-			return fmt.Errorf("%w: %v: %w", ErrPortInUse, a.Ports, err)
-		}
-		return cnierr.Wrap(cnierr.IOFailure, fmt.Errorf("add nftables rules of %s: %w", a.Key.Hash(), err))
-	}
-	u.Push(func() error {
-		return b.delAttachment(c, a.Key, &record{Key: a.Key, Addrs: a.Addrs, Ports: a.Ports})
-	})
 	return flushUDP(b.host, udpPorts(ms))
 }
 
@@ -118,96 +101,129 @@ func checkAdd(n *Network, a *Attachment) ([]mapping, error) {
 	return ms, nil
 }
 
-// Del removes the attachment's chain and map elements. It needs no dump
-// when Add's record exists; without one it looks for the chain and, only
-// if it is there, scans the maps for elements entering it.
-// Equivalent to: nft delete element ...; nft delete chain inet netdrivers a-HASH
+// publish adds an attachment's elements and its marker in one batch. A
+// host port that another attachment publishes fails with ErrPortInUse;
+// one whose owner's Del is retiring it (it expires within a tick) is
+// waited for, and the batch sent again.
+func (b *nftBackend) publish(c *nftConn, key netconf.Key, elems []pubElem) error {
+	err := addElems(c, key, elems, 0)
+	if errors.Is(err, unix.EEXIST) {
+		if err = b.waitRetiring(c, key, elems); err == nil {
+			err = addElems(c, key, elems, 0)
+		}
+	}
+	switch {
+	case err == nil || errors.Is(err, ErrPortInUse):
+		return err
+	case errors.Is(err, unix.EEXIST):
+		return fmt.Errorf("%w: %w", ErrPortInUse, err)
+	}
+	return cnierr.Wrap(cnierr.IOFailure, fmt.Errorf("add nftables elements of %s: %w", key.Hash(), err))
+}
+
+// waitRetiring looks at the elements that clash with elems: it names the
+// owner of one that is live, and waits for those being retired to expire.
+func (b *nftBackend) waitRetiring(c *nftConn, key netconf.Key, elems []pubElem) error {
+	gets := make([]*nftGet, len(elems))
+	for i, e := range elems {
+		gets[i] = getElem(e.Map, e.Key)
+	}
+	if err := c.get(gets...); err != nil {
+		return err
+	}
+	var dying []pubElem
+	for i, g := range gets {
+		got, ok, err := g.elem()
+		switch {
+		case err != nil:
+			return fmt.Errorf("get element of map %s for %s: %w", elems[i].Map, elems[i], err)
+		case ok && got.Timeout > 0:
+			dying = append(dying, elems[i])
+		case ok && (got.Comment != key.Hash() || !bytes.Equal(got.Val, elems[i].Val)):
+			return fmt.Errorf("%w: %s is published by %s", ErrPortInUse, elems[i], ownerOf(c, got.Comment))
+		}
+	}
+	return waitGone(c, dying, b.retireTimeout())
+}
+
+// ownerOf names the attachment whose hash is h, from its marker's comment.
+func ownerOf(c *nftConn, h string) string {
+	g := getElem(setAtts, ifname(h[:min(len(h), 15)]))
+	if c.get(g) == nil {
+		if m, ok, _ := g.elem(); ok && m.Comment != "" {
+			return m.Comment
+		}
+	}
+	return "attachment " + h
+}
+
+// Del retires the attachment's map elements. It needs no dump when Add's
+// record exists, and without one only when the attachments set says the
+// attachment published something (a GET, as for containerd's second DEL).
+// Equivalent to: nft add element inet netdrivers dnat4-any { tcp . 8080 timeout 1ms : 10.244.1.10 . 80 }
 func (b *nftBackend) Del(ctx context.Context, n *Network, key netconf.Key) error {
 	if err := validKey(key); err != nil {
 		return err
 	}
-	rec, err := b.rec.get(key)
+	rec, _ := b.rec.get(key) // unreadable: look in the maps instead, then remove it
+	c, err := b.conn()
 	if err != nil {
-		rec = nil // unreadable: fall back to the scan, then remove it
+		return err
 	}
-	c, cerr := b.conn()
-	if cerr != nil {
-		return errors.Join(err, cerr)
-	}
-	defer c.CloseLasting()
-	if derr := b.delAttachment(c, key, rec); derr != nil {
-		return errors.Join(err, derr)
+	defer c.close()
+	if err := b.unpublish(c, key, rec); err != nil {
+		return err
 	}
 	return b.rec.del(key)
 }
 
-// delAttachment removes an attachment's objects: in one batch when rec
-// says what they are, else (or when that batch finds some gone) one by one.
-func (b *nftBackend) delAttachment(c *nftables.Conn, key netconf.Key, rec *record) error {
-	var ms []mapping
+// unpublish retires the elements of key: those rec lists or, without a
+// record, those the maps hold for it.
+func (b *nftBackend) unpublish(c *nftConn, key netconf.Key, rec *record) error {
 	if rec != nil {
-		ms, _ = rec.attachment().mappings(&Network{})
-		for set, elems := range attElems(key, ms) {
-			c.SetDeleteElements(&nftables.Set{Table: nftTable, Name: set, IsMap: true}, elems)
+		ms, _ := rec.attachment().mappings(&Network{})
+		if len(ms) == 0 {
+			return nil
 		}
-		ch := regularChain(attChainName(key))
-		c.FlushChain(ch)
-		c.DelChain(ch)
-		err := c.Flush()
-		if err == nil || isNotExist(err) && !b.chainExists(c, attChainName(key)) {
-			return flushUDP(b.host, udpPorts(ms))
-		}
+		return b.retire(c, key, attElems(ms))
 	}
-	return errors.Join(b.delSlow(c, key), flushUDP(b.host, udpPorts(ms)))
+	elems, found, err := findElems(c, key)
+	if err != nil || !found {
+		return err
+	}
+	return b.retire(c, key, elems)
 }
 
-func (b *nftBackend) chainExists(c *nftables.Conn, name string) bool {
-	_, err := c.ListChain(nftTable, name)
-	return err == nil
-}
-
-// delSlow removes an attachment whose record is missing or whose objects
-// are partly gone: it scans the published maps for elements entering its
-// chain (O(published ports), the one dump on this path) and deletes each
-// object on its own, ignoring what is already gone.
-func (b *nftBackend) delSlow(c *nftables.Conn, key netconf.Key) error {
-	name := attChainName(key)
-	if !b.chainExists(c, name) {
-		return nil
+// findElems finds the elements of an attachment whose record is lost. It
+// is one GET when the attachments set has no live marker for it, else one
+// dump of each map, matching the owner comment.
+func findElems(c *nftConn, key netconf.Key) (_ []pubElem, found bool, err error) {
+	g := getElem(setAtts, attMarker(key).Key)
+	if err := c.get(g); err != nil {
+		return nil, false, err
 	}
-	var errs []error
-	for _, s := range globalSets()[:3] {
-		elems, err := c.GetSetElements(s)
+	m, ok, err := g.elem()
+	if err != nil || !ok || m.Timeout > 0 {
+		return nil, false, err
+	}
+	var out []pubElem
+	for _, name := range pubMaps {
+		elems, err := c.GetSetElements(&nftables.Set{Table: nftTable, Name: name, IsMap: true})
 		if err != nil {
-			if !isNotExist(err) {
-				errs = append(errs, fmt.Errorf("list %s: %w", s.Name, err))
-			}
-			continue
+			return nil, true, fmt.Errorf("list map %s: %w", name, err)
 		}
-		var mine []nftables.SetElement
 		for _, e := range elems {
-			if elemChain(e) == name {
-				mine = append(mine, nftables.SetElement{Key: e.Key})
-			}
-		}
-		if len(mine) > 0 {
-			c.SetDeleteElements(s, mine)
-			if err := c.Flush(); err != nil && !isNotExist(err) {
-				errs = append(errs, fmt.Errorf("delete %s elements of %s: %w", s.Name, name, err))
+			if pe, ok := elemFromKey(name, e.Key, e.Val); ok && e.Comment == key.Hash() && e.Timeout == 0 {
+				out = append(out, pe)
 			}
 		}
 	}
-	ch := regularChain(name)
-	c.FlushChain(ch)
-	c.DelChain(ch)
-	if err := c.Flush(); err != nil && !isNotExist(err) {
-		errs = append(errs, fmt.Errorf("delete chain %s: %w", name, err))
-	}
-	return errors.Join(errs...)
+	return out, true, nil
 }
 
-// Check verifies the network's chains, the attachment's chain and rules,
-// its map elements and the sysctls, naming each thing that is missing.
+// Check verifies the network's chains and, with one GET of each (all in
+// one round trip), the attachment's map elements and marker, naming what
+// is missing or different; then the sysctls.
 func (b *nftBackend) Check(ctx context.Context, n *Network, a *Attachment) error {
 	ms, err := checkAdd(n, a)
 	if err != nil {
@@ -217,32 +233,67 @@ func (b *nftBackend) Check(ctx context.Context, n *Network, a *Attachment) error
 	if err != nil {
 		return err
 	}
-	defer c.CloseLasting()
+	defer c.close()
+	chains := append(netChains(n.Name), regularChain(chainPub))
+	elems := attElems(ms)
+	var gets []*nftGet
+	for _, ch := range chains {
+		gets = append(gets, getChain(nftables.TableFamilyINet, tableName, ch.Name))
+	}
+	for _, e := range elems {
+		gets = append(gets, getElem(e.Map, e.Key))
+	}
+	marker := getElem(setAtts, attMarker(a.Key).Key)
+	if len(elems) > 0 {
+		gets = append(gets, marker)
+	}
+	if err := c.get(gets...); err != nil {
+		return cnierr.Wrap(cnierr.IOFailure, err)
+	}
 	var errs []error
-	for _, ch := range append(netChains(n.Name), regularChain(attChainName(a.Key))) {
-		if !b.chainExists(c, ch.Name) {
+	for i, ch := range chains {
+		switch ok, _, err := gets[i].chainPolicy(); {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("get chain inet %s %s: %w", tableName, ch.Name, err))
+		case !ok:
 			errs = append(errs, fmt.Errorf("%w: chain inet %s %s", ErrMissing, tableName, ch.Name))
 		}
 	}
-	if rules, err := c.GetRules(nftTable, regularChain(attChainName(a.Key))); err == nil && len(rules) != len(ms) {
-		errs = append(errs, fmt.Errorf("%w: chain %s has %d rules, want %d", ErrMissing, attChainName(a.Key), len(rules), len(ms)))
+	for i, e := range elems {
+		errs = append(errs, checkElem(e, a.Key, gets[len(chains)+i]))
 	}
-	for set, want := range attElems(a.Key, ms) {
-		have, err := c.GetSetElements(&nftables.Set{Table: nftTable, Name: set, IsMap: true})
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%w: map %s: %w", ErrMissing, set, err))
-			continue
-		}
-		for _, w := range want {
-			if !slices.ContainsFunc(have, func(h nftables.SetElement) bool {
-				return string(h.Key) == string(w.Key) && elemChain(h) == w.VerdictData.Chain
-			}) {
-				errs = append(errs, fmt.Errorf("%w: element of map %s for %s", ErrMissing, set, describeKey(set, w.Key)))
-			}
-		}
+	if m, ok, err := marker.elem(); len(elems) > 0 && (err != nil || !ok || m.Timeout > 0) {
+		errs = append(errs, fmt.Errorf("%w: set %s has no element for %s", ErrMissing, setAtts, a.Key.Hash()))
 	}
 	errs = append(errs, checkSysctls(b.host, n))
 	return errors.Join(errs...)
+}
+
+// checkElem compares one element the kernel returned with the one wanted.
+func checkElem(want pubElem, key netconf.Key, g *nftGet) error {
+	got, ok, err := g.elem()
+	switch {
+	case err != nil:
+		return fmt.Errorf("get element of map %s for %s: %w", want.Map, want, err)
+	case !ok:
+		return fmt.Errorf("%w: map %s has no element for %s", ErrMissing, want.Map, want)
+	case got.Timeout > 0:
+		return fmt.Errorf("%w: the element of map %s for %s is being removed", ErrMissing, want.Map, want)
+	case !bytes.Equal(got.Val, want.Val):
+		return fmt.Errorf("%w: map %s sends %s to %s, want %s", ErrMissing, want.Map, want, valString(got.Val), valString(want.Val))
+	case got.Comment != key.Hash():
+		return fmt.Errorf("%w: the element of map %s for %s belongs to attachment %q", ErrMissing, want.Map, want, got.Comment)
+	}
+	return nil
+}
+
+// valString renders a map value (container address . port).
+func valString(v []byte) string {
+	if len(v) != 8 && len(v) != 20 {
+		return fmt.Sprintf("%x", v)
+	}
+	a, _ := netip.AddrFromSlice(v[:len(v)-4])
+	return netip.AddrPortFrom(a, uint16(v[len(v)-4])<<8|uint16(v[len(v)-3])).String()
 }
 
 // GC deletes the attachments of n not in valid and, when none is left,
@@ -273,27 +324,9 @@ func (b *nftBackend) Status(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer c.CloseLasting()
+	defer c.close()
 	if _, err := c.ListTablesOfFamily(nftables.TableFamilyINet); err != nil {
 		return cnierr.Wrap(cnierr.NotAvailable, fmt.Errorf("list nftables tables: %w", err))
 	}
 	return nil
-}
-
-// elemChain returns the chain a verdict-map element jumps to. The library
-// leaves the verdict undecoded in Val: NFTA_VERDICT_CODE, NFTA_VERDICT_CHAIN.
-func elemChain(e nftables.SetElement) string {
-	if e.VerdictData != nil {
-		return e.VerdictData.Chain
-	}
-	ad, err := netlink.NewAttributeDecoder(e.Val)
-	if err != nil {
-		return ""
-	}
-	for ad.Next() {
-		if ad.Type() == unix.NFTA_VERDICT_CHAIN {
-			return strings.TrimRight(ad.String(), "\x00")
-		}
-	}
-	return ""
 }

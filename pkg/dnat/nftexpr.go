@@ -150,60 +150,70 @@ func verdict(k expr.VerdictKind) expr.Any { return &expr.Verdict{Kind: k} }
 
 func jump(chain string) expr.Any { return &expr.Verdict{Kind: expr.VerdictJump, Chain: chain} }
 
-// dnat ip|ip6 to addr:port
-func dnatTo(to netip.AddrPort) []expr.Any {
-	fam := uint32(unix.NFPROTO_IPV6)
-	if to.Addr().Is4() {
-		fam = unix.NFPROTO_IPV4
-	}
-	return []expr.Any{
-		&expr.Immediate{Register: 1, Data: to.Addr().AsSlice()},
-		&expr.Immediate{Register: 2, Data: binaryutil.BigEndian.PutUint16(to.Port())},
-		&expr.NAT{Type: expr.NATTypeDestNAT, Family: fam, RegAddrMin: 1, RegProtoMin: 2, Specified: true},
-	}
-}
+// Keys and values of the published-port maps: fields padded to 4 bytes,
+// as the kernel lays out concatenations in 32-bit registers.
 
-// Keys of the published-port maps: fields padded to 4 bytes, as the
-// kernel lays out concatenations in 32-bit registers.
-
-// pubKey is the key of a mapping in pub4/pub6 (address . proto . port)
-// or, for every local address, in pubany (nfproto . proto . port).
-func pubKey(m mapping) (set string, key []byte) {
-	var head []byte
+// mapElem is a mapping's element: in dnat4/dnat6 (host address . proto .
+// port) or, for every local address, in dnat4-any/dnat6-any (proto . port),
+// with the container address . port as the value.
+func mapElem(m mapping) pubElem {
+	e := pubElem{Proto: protoNum(m.Proto), Port: m.HostPort}
 	switch {
+	case m.HostIP.IsValid() && m.HostIP.Is4():
+		e.Map, e.Key = mapAddr4, m.HostIP.AsSlice()
 	case m.HostIP.IsValid():
-		set, head = setPub6, m.HostIP.AsSlice()
-		if m.HostIP.Is4() {
-			set = setPub4
-		}
+		e.Map, e.Key = mapAddr6, m.HostIP.AsSlice()
 	case m.is4():
-		set, head = setPubAny, []byte{unix.NFPROTO_IPV4, 0, 0, 0}
+		e.Map = mapAny4
 	default:
-		set, head = setPubAny, []byte{unix.NFPROTO_IPV6, 0, 0, 0}
+		e.Map = mapAny6
 	}
-	key = append(head, protoNum(m.Proto), 0, 0, 0)
-	key = binary.BigEndian.AppendUint16(key, m.HostPort)
-	return set, append(key, 0, 0)
+	e.Key = append(e.Key, e.Proto, 0, 0, 0)
+	e.Key = append(binary.BigEndian.AppendUint16(e.Key, m.HostPort), 0, 0)
+	e.Val = append(m.Cont.AsSlice(), 0, 0, 0, 0)
+	binary.BigEndian.PutUint16(e.Val[len(e.Val)-4:], m.ContPort)
+	return e
 }
 
-// published-map lookups: the concatenation is loaded into consecutive
-// registers and looked up as a verdict map.
-func pubLookup(set string) []expr.Any {
-	var e []expr.Any
-	next := uint32(9) // register after a 4-byte head
-	switch set {
-	case setPub4:
-		e = append(nfprotoIs(true), &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4})
-	case setPub6:
-		e = append(nfprotoIs(false), &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 24, Len: 16})
-		next = 12
-	default:
-		e = []expr.Any{&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1}}
+// elemFromKey rebuilds an element found in map name from its key and
+// value (proto and port are the key's last two fields).
+func elemFromKey(name string, key, val []byte) (pubElem, bool) {
+	if len(key) < 8 {
+		return pubElem{}, false
+	}
+	return pubElem{Map: name, Key: key, Val: val, Proto: key[len(key)-8],
+		Port: binary.BigEndian.Uint16(key[len(key)-4:])}, true
+}
+
+// dnatMap is the published chain's rule for map name:
+// meta nfproto F dnat F to [F daddr .] meta l4proto . th dport map @name
+// The value lands in registers 1 (address) and 9 or 2 (port, after a
+// 4- or 16-byte address), as nft lays it out.
+func dnatMap(name string) []expr.Any {
+	v4 := mapIs4(name)
+	e := nfprotoIs(v4)
+	proto := uint32(1) // the concatenation's first 32-bit register
+	switch name {
+	case mapAddr4:
+		e = append(e, &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4})
+		proto = 9
+	case mapAddr6:
+		e = append(e, &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 24, Len: 16})
+		proto = 12
+	}
+	port := uint32(9)
+	if proto != 1 {
+		port = proto + 1
+	}
+	fam, portReg := uint32(unix.NFPROTO_IPV6), uint32(2)
+	if v4 {
+		fam, portReg = unix.NFPROTO_IPV4, 9
 	}
 	return append(e,
-		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: next},
-		&expr.Payload{DestRegister: next + 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-		&expr.Lookup{SourceRegister: 1, SetName: set, DestRegister: 0, IsDestRegSet: true},
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: proto},
+		&expr.Payload{DestRegister: port, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Lookup{SourceRegister: 1, SetName: name, DestRegister: 1, IsDestRegSet: true},
+		&expr.NAT{Type: expr.NATTypeDestNAT, Family: fam, RegAddrMin: 1, RegProtoMin: portReg},
 	)
 }
 

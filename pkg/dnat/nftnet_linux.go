@@ -4,22 +4,23 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/netip"
 	"path"
 	"strings"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
-	"golang.org/x/sys/unix"
 
 	"github.com/netdrivers/netdrivers/pkg/cnierr"
 )
 
 // ensureNetwork makes network n's shared objects exist as n describes
-// them. The fast path is one chain GET plus a small file read; creation
-// and changes happen under the store lock, in one batch.
-func (b *nftBackend) ensureNetwork(ctx context.Context, c *nftables.Conn, n *Network) error {
-	if b.networkCurrent(c, n) {
+// them, and the FORWARD guard where a policy drops. The fast path is one
+// round trip of GETs, a small file read and a getsockopt where
+// iptables-legacy is loaded; creation and changes happen under the store
+// lock, in one batch.
+func (b *nftBackend) ensureNetwork(ctx context.Context, c *nftConn, n *Network) error {
+	p, err := b.probe(c, n)
+	if err == nil && p.current(n) {
 		return ensureSysctls(b.host, n)
 	}
 	l, err := b.rec.store.Lock(ctx, b.rec.lockName())
@@ -27,69 +28,100 @@ func (b *nftBackend) ensureNetwork(ctx context.Context, c *nftables.Conn, n *Net
 		return err
 	}
 	defer l.Unlock()
-	if b.networkCurrent(c, n) {
-		return ensureSysctls(b.host, n)
+	if p, err = b.probe(c, n); err != nil {
+		return cnierr.Wrap(cnierr.IOFailure, err)
 	}
-	old, _ := b.rec.getNet(n.Name)
-	if err := b.writeNetwork(c, n, old); err != nil {
-		return err
+	if !p.chains || !p.rec.current(n) {
+		if err := b.writeNetwork(c, n, p); err != nil {
+			return err
+		}
 	}
 	if err := ensureSysctls(b.host, n); err != nil {
 		return err
 	}
-	if err := b.guard.ensure(n); err != nil {
+	var guarded []string
+	if p.rec.current(n) {
+		guarded = p.rec.Guarded
+	}
+	ids, err := b.guard.ensure(n, unguarded(p.fwd, guarded))
+	if err != nil {
 		return err
 	}
-	return b.rec.putNet(n)
+	return b.rec.putNet(n, append(guarded, ids...))
 }
 
-func (b *nftBackend) networkCurrent(c *nftables.Conn, n *Network) bool {
-	if !b.chainExists(c, netChainName(n.Name, "post")) {
-		return false
-	}
-	old, err := b.rec.getNet(n.Name)
-	return err == nil && old != nil && sameNetwork(old, n)
+// netProbe is what the fast path learns about network n.
+type netProbe struct {
+	table  bool       // the table has this layout (its attachments set exists)
+	chains bool       // n's chains exist
+	rec    *netRecord // what they were built from
+	fwd    []fwdState // the hosts' iptables FORWARD policies
 }
 
-// writeNetwork creates the table when missing and (re)writes n's chains,
-// jumps and bridge set element, all in one batch.
-func (b *nftBackend) writeNetwork(c *nftables.Conn, n *Network, old *Network) error {
-	_, err := c.ListTableOfFamily(tableName, nftables.TableFamilyINet)
-	switch {
-	case isNotExist(err):
-		createTable(c)
-	case err != nil:
-		return cnierr.Wrap(cnierr.IOFailure, fmt.Errorf("get table inet %s: %w", tableName, err))
+func (p netProbe) current(n *Network) bool {
+	return p.table && p.chains && p.rec.current(n) && len(unguarded(p.fwd, p.rec.Guarded)) == 0
+}
+
+// probe asks for the attachments set (only chains of this layout are
+// current), n's post chain and the FORWARD policies in one round trip.
+func (b *nftBackend) probe(c *nftConn, n *Network) (netProbe, error) {
+	var p netProbe
+	ours := getSet(setAtts)
+	post := getChain(nftables.TableFamilyINet, tableName, netChainName(n.Name, "post"))
+	fwd, err := b.guard.states(c, n, ours, post)
+	if err != nil {
+		return p, err
 	}
-	exists := err == nil && b.chainExists(c, netChainName(n.Name, "post"))
+	p.fwd = fwd
+	if p.table, err = ours.found(); err != nil {
+		return p, err
+	}
+	if p.chains, err = post.found(); err != nil {
+		return p, err
+	}
+	p.rec, err = b.rec.getNet(n.Name)
+	return p, err
+}
+
+// writeNetwork creates the table's own objects when missing (or of an
+// older layout) and (re)writes n's chains, jumps and bridge set element,
+// all in one batch.
+func (b *nftBackend) writeNetwork(c *nftConn, n *Network, p netProbe) error {
+	if !p.table {
+		createTable(c.Conn)
+	}
 	for _, ch := range netChains(n.Name) {
 		c.AddChain(ch)
-		if exists {
+		if p.chains {
 			c.FlushChain(ch)
 		}
 	}
-	if !exists {
-		addRules(c, netJumps(n.Name), netTag(n))
+	if !p.chains {
+		addRules(c.Conn, netJumps(n.Name), netTag(n))
 	}
-	bridges := &nftables.Set{Table: nftTable, Name: setBridges, KeyType: nftables.TypeIFName}
-	if old != nil && old.Bridge != n.Bridge {
-		c.SetDeleteElements(bridges, []nftables.SetElement{{Key: ifname(old.Bridge)}})
+	if p.rec != nil && p.rec.Network.Bridge != n.Bridge {
+		c.SetDeleteElements(bridgeSet(), []nftables.SetElement{{Key: ifname(p.rec.Network.Bridge)}})
 	}
-	c.SetAddElements(bridges, []nftables.SetElement{{Key: ifname(n.Bridge), Comment: n.Name}})
-	addRules(c, netRules(n), netTag(n))
+	c.SetAddElements(bridgeSet(), []nftables.SetElement{{Key: ifname(n.Bridge), Comment: n.Name}})
+	addRules(c.Conn, netRules(n), netTag(n))
 	if err := c.Flush(); err != nil {
 		return cnierr.Wrap(cnierr.IOFailure, fmt.Errorf("add nftables rules of network %q: %w", n.Name, err))
 	}
 	return nil
 }
 
-// createTable queues the table, its base chains, maps and own rules.
+// createTable queues the table, its base chains, maps and own rules. On a
+// table of the older layout (verdict maps into a chain per attachment) it
+// rewrites the published chain; the old objects are left unused.
 func createTable(c *nftables.Conn) {
 	c.AddTable(nftTable)
 	for _, ch := range baseChains() {
 		c.AddChain(ch)
 	}
 	c.AddChain(regularChain(chainPub))
+	for _, ch := range []string{chNatPre, chNatOut, chainPub} { // only the table's own rules
+		c.FlushChain(regularChain(ch))
+	}
 	ids := map[string]uint32{}
 	for _, s := range globalSets() {
 		c.AddSet(s, nil) // errors only for anonymous or malformed sets
@@ -118,11 +150,11 @@ func (b *nftBackend) removeNetwork(ctx context.Context, n *Network) error {
 	if err != nil {
 		return err
 	}
-	defer c.CloseLasting()
-	errs := []error{b.deleteNetworkObjects(c, n)}
+	defer c.close()
+	errs := []error{b.deleteNetworkObjects(c.Conn, n)}
 	errs = append(errs, b.guard.remove(n), b.rec.delNet(n.Name))
 	if nets, err := b.rec.store.List(path.Join("dnat", b.rec.backend, "net")); err == nil && len(nets) == 0 {
-		errs = append(errs, b.deleteTableIfUnused(c))
+		errs = append(errs, b.deleteTableIfUnused(c.Conn))
 	}
 	return errors.Join(errs...)
 }
@@ -157,23 +189,22 @@ func (b *nftBackend) deleteNetworkObjects(c *nftables.Conn, n *Network) error {
 			errs = append(errs, fmt.Errorf("delete chain %s: %w", ch.Name, err))
 		}
 	}
-	bridges := &nftables.Set{Table: nftTable, Name: setBridges, KeyType: nftables.TypeIFName}
-	c.SetDeleteElements(bridges, []nftables.SetElement{{Key: ifname(n.Bridge)}})
+	c.SetDeleteElements(bridgeSet(), []nftables.SetElement{{Key: ifname(n.Bridge)}})
 	if err := c.Flush(); err != nil && !isNotExist(err) {
 		errs = append(errs, fmt.Errorf("delete bridge %s from set %s: %w", n.Bridge, setBridges, err))
 	}
 	return errors.Join(errs...)
 }
 
-// deleteTableIfUnused removes the table when it holds no chain of a
-// network or an attachment any more.
+// deleteTableIfUnused removes the table when it holds no network's chain
+// any more (attachments exist only within networks).
 func (b *nftBackend) deleteTableIfUnused(c *nftables.Conn) error {
 	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
 	if err != nil {
 		return fmt.Errorf("list chains: %w", err)
 	}
 	for _, ch := range chains {
-		if ch.Table.Name == tableName && (strings.HasPrefix(ch.Name, "a-") || strings.HasPrefix(ch.Name, "n-")) {
+		if ch.Table.Name == tableName && strings.HasPrefix(ch.Name, "n-") {
 			return nil
 		}
 	}
@@ -189,23 +220,4 @@ func sameNetwork(a, b *Network) bool {
 	return a.Name == b.Name && a.Bridge == b.Bridge && a.mode() == b.mode() &&
 		a.Masquerade == b.Masquerade && a.Isolate == b.Isolate &&
 		fmt.Sprint(a.Subnets) == fmt.Sprint(b.Subnets)
-}
-
-// describeKey renders a published-map key for messages.
-func describeKey(set string, key []byte) string {
-	if len(key) < 12 {
-		return fmt.Sprintf("%x", key)
-	}
-	head := len(key) - 8
-	proto := map[byte]string{unix.IPPROTO_TCP: "tcp", unix.IPPROTO_UDP: "udp", unix.IPPROTO_SCTP: "sctp"}[key[head]]
-	port := uint16(key[head+4])<<8 | uint16(key[head+5])
-	host := "*"
-	switch set {
-	case setPub4, setPub6:
-		a, _ := netip.AddrFromSlice(key[:head])
-		host = a.String()
-	case setPubAny:
-		host = map[byte]string{unix.NFPROTO_IPV4: "*4", unix.NFPROTO_IPV6: "*6"}[key[0]]
-	}
-	return fmt.Sprintf("%s %s:%d", proto, host, port)
 }

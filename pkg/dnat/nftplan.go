@@ -1,10 +1,15 @@
 package dnat
 
 import (
+	"bytes"
+	"fmt"
 	"net/netip"
+	"slices"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
 
 	"github.com/netdrivers/netdrivers/pkg/netconf"
 )
@@ -18,22 +23,39 @@ import (
 //	  chain nat-prerouting  (nat prerouting -100)     ip daddr 127.0.0.0/8 return; fib daddr type local jump published
 //	  chain nat-output      (nat output -100)         fib daddr type local jump published
 //	  chain nat-postrouting (nat postrouting 100)     jump n-<net>-post per network
-//	  chain published       ip daddr . l4proto . th dport vmap @pub4 (and @pub6, @pubany)
-//	  map pub4/pub6/pubany  (host address|nfproto) . proto . port : jump a-<attachment>
+//	  chain published       dnat ip to ip daddr . meta l4proto . th dport map @dnat4
+//	                        (then @dnat6, and meta l4proto . th dport map @dnat4-any, @dnat6-any)
+//	  map dnat4/dnat6       host address . proto . port : container address . port
+//	  map dnat4-any/-any    proto . port : container address . port (every local address of the family)
+//	  set attachments       one element per attachment that publishes ports
 //	  set bridges           every netdrivers bridge (for Isolate)
-//	  chain a-<attachment>  its DNAT rules
 //
 // Network chains hold only drops (filter) or NAT statements, so their
-// order in the base chains does not matter. Attachments touch only their
-// chain and their map elements: Add and Del are O(1) in their number.
+// order in the base chains does not matter. An attachment is nothing but
+// map elements: adding one adds no rule and no jump, so the kernel never
+// re-validates the table's chain graph for it (what made per-attachment
+// chains entered by verdict maps O(attachments)), and Add, Del and Check
+// are O(1) in their number. Del does not delete the elements either: it
+// gives them a timeout of one tick. A batch that deletes anything makes
+// the next close of a netfilter netlink socket in the namespace (or the
+// process's exit) wait for the kernel to free it after an RCU grace
+// period; an update frees nothing, and the kernel's set GC reaps the
+// expired elements later in the background. Maps carry `flags timeout`
+// for that; elements without a timeout never expire.
 const (
 	tableName  = "netdrivers"
 	chainPub   = "published"
-	setPub4    = "pub4"
-	setPub6    = "pub6"
-	setPubAny  = "pubany"
+	mapAddr4   = "dnat4"
+	mapAddr6   = "dnat6"
+	mapAny4    = "dnat4-any"
+	mapAny6    = "dnat6-any"
+	setAtts    = "attachments"
 	setBridges = "bridges"
 )
+
+// pubMaps are the published-port maps, in lookup order: a specific host
+// address wins over every address of the family.
+var pubMaps = []string{mapAddr4, mapAddr6, mapAny4, mapAny6}
 
 var nftTable = &nftables.Table{Name: tableName, Family: nftables.TableFamilyINet}
 
@@ -65,18 +87,41 @@ func baseChains() []*nftables.Chain {
 
 func regularChain(name string) *nftables.Chain { return &nftables.Chain{Name: name, Table: nftTable} }
 
+// pubMap describes one published-port map (a fresh value: AddSet
+// assigns it a batch ID).
+func pubMap(name string) *nftables.Set {
+	addr := nftables.TypeIP6Addr
+	if mapIs4(name) {
+		addr = nftables.TypeIPAddr
+	}
+	key := []nftables.SetDatatype{nftables.TypeInetProto, nftables.TypeInetService}
+	if name == mapAddr4 || name == mapAddr6 {
+		key = append([]nftables.SetDatatype{addr}, key...)
+	}
+	return &nftables.Set{Table: nftTable, Name: name, IsMap: true, HasTimeout: true, Concatenation: true,
+		KeyType: nftables.MustConcatSetType(key...), DataType: nftables.MustConcatSetType(addr, nftables.TypeInetService)}
+}
+
+func mapIs4(name string) bool { return name == mapAddr4 || name == mapAny4 }
+
+// attSet is the set of attachments that publish ports: how a Del that
+// lost Add's record knows in O(1) whether there is anything to look for.
+func attSet() *nftables.Set {
+	return &nftables.Set{Table: nftTable, Name: setAtts, KeyType: nftables.TypeIFName, HasTimeout: true,
+		KeyByteOrder: binaryutil.NativeEndian} // as nft marks strings: `nft list` prints the names
+}
+
+func bridgeSet() *nftables.Set {
+	return &nftables.Set{Table: nftTable, Name: setBridges, KeyType: nftables.TypeIFName, KeyByteOrder: binaryutil.NativeEndian}
+}
+
 // globalSets are the table's maps and sets.
 func globalSets() []*nftables.Set {
-	verdictMap := func(name string, key ...nftables.SetDatatype) *nftables.Set {
-		return &nftables.Set{Table: nftTable, Name: name, IsMap: true, Concatenation: true,
-			KeyType: nftables.MustConcatSetType(key...), DataType: nftables.TypeVerdict}
+	var out []*nftables.Set
+	for _, m := range pubMaps {
+		out = append(out, pubMap(m))
 	}
-	return []*nftables.Set{
-		verdictMap(setPub4, nftables.TypeIPAddr, nftables.TypeInetProto, nftables.TypeInetService),
-		verdictMap(setPub6, nftables.TypeIP6Addr, nftables.TypeInetProto, nftables.TypeInetService),
-		verdictMap(setPubAny, nftables.TypeNFProto, nftables.TypeInetProto, nftables.TypeInetService),
-		{Table: nftTable, Name: setBridges, KeyType: nftables.TypeIFName},
-	}
+	return append(out, attSet(), bridgeSet())
 }
 
 // nftRule is a rule as data: the chain it goes into and its expressions.
@@ -93,9 +138,10 @@ func globalRules() []nftRule {
 		{chNatPre, cat(nfprotoIs(true), addrIn(false, lo, true), []expr.Any{verdict(expr.VerdictReturn)})},
 		{chNatPre, cat(fibDaddrLocal(), []expr.Any{jump(chainPub)})},
 		{chNatOut, cat(fibDaddrLocal(), []expr.Any{jump(chainPub)})},
-		{chainPub, pubLookup(setPub4)},
-		{chainPub, pubLookup(setPub6)},
-		{chainPub, pubLookup(setPubAny)},
+		{chainPub, dnatMap(mapAddr4)},
+		{chainPub, dnatMap(mapAddr6)},
+		{chainPub, dnatMap(mapAny4)},
+		{chainPub, dnatMap(mapAny6)},
 	}
 }
 
@@ -178,35 +224,55 @@ func netChains(network string) []*nftables.Chain {
 	return out
 }
 
-// attChainName names an attachment's chain.
-func attChainName(k netconf.Key) string { return "a-" + k.Hash() }
-
-// attRules are the DNAT rules of an attachment's chain.
-func attRules(k netconf.Key, ms []mapping) []nftRule {
-	ch := attChainName(k)
-	var rs []nftRule
-	for _, m := range ms {
-		e := cat(nfprotoIs(m.is4()), protoPort(m.Proto, m.HostPort))
-		if m.HostIP.IsValid() {
-			e = append(e, addrIn(false, netip.PrefixFrom(m.HostIP, m.HostIP.BitLen()), true)...)
-		}
-		rs = append(rs, nftRule{ch, append(e, dnatTo(netip.AddrPortFrom(m.Cont, m.ContPort))...)})
-	}
-	return rs
+// pubElem is one element of a published-port map: what Add adds, Del
+// retires and Check gets.
+type pubElem struct {
+	Map   string
+	Key   []byte // (host address .) proto . port, fields padded to 32 bits
+	Val   []byte // container address . port
+	Proto byte
+	Port  uint16 // host port
 }
 
-// attElems are the map elements that enter an attachment's chain, per map.
-func attElems(k netconf.Key, ms []mapping) map[string][]nftables.SetElement {
-	out := map[string][]nftables.SetElement{}
-	seen := map[string]bool{}
+// String names the published port, as messages show it.
+func (e pubElem) String() string {
+	proto := map[byte]string{unix.IPPROTO_TCP: "tcp", unix.IPPROTO_UDP: "udp", unix.IPPROTO_SCTP: "sctp"}[e.Proto]
+	host := "every IPv4 address"
+	switch e.Map {
+	case mapAddr4, mapAddr6:
+		a, _ := netip.AddrFromSlice(e.Key[:len(e.Key)-8])
+		host = a.String()
+	case mapAny6:
+		host = "every IPv6 address"
+	}
+	return fmt.Sprintf("%s port %d of %s", proto, e.Port, host)
+}
+
+// attElems are the map elements of an attachment's mappings. A host port
+// given twice is published once (the first mapping wins).
+func attElems(ms []mapping) []pubElem {
+	var out []pubElem
 	for _, m := range ms {
-		set, key := pubKey(m)
-		if seen[set+string(key)] {
-			continue
+		e := mapElem(m)
+		if !slices.ContainsFunc(out, func(o pubElem) bool { return o.Map == e.Map && bytes.Equal(o.Key, e.Key) }) {
+			out = append(out, e)
 		}
-		seen[set+string(key)] = true
-		out[set] = append(out[set], nftables.SetElement{Key: key, Comment: k.Hash(),
-			VerdictData: &expr.Verdict{Kind: expr.VerdictJump, Chain: attChainName(k)}})
 	}
 	return out
+}
+
+// attMarker is an attachment's element in the attachments set: its hash
+// (cut to what an ifname holds) with its owner as the comment.
+func attMarker(k netconf.Key) nftables.SetElement {
+	return nftables.SetElement{Key: ifname(k.Hash()[:15]), Comment: truncate(tag(k), maxComment)}
+}
+
+// maxComment keeps comments within the kernel's 256-byte user data.
+const maxComment = 200
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
 }

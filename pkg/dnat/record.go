@@ -26,10 +26,12 @@ func (r *record) attachment() *Attachment {
 }
 
 // netRecord is the network config its shared rules were built from, to
-// notice a changed config on the fast path.
+// notice a changed config on the fast path, and the iptables flavors and
+// families (fwdState ids) whose dropping FORWARD policy it was guarded in.
 type netRecord struct {
-	Backend string  `json:"backend"`
-	Network Network `json:"network"`
+	Backend string   `json:"backend"`
+	Network Network  `json:"network"`
+	Guarded []string `json:"guarded,omitempty"`
 }
 
 // records keeps the per-backend state files under the store:
@@ -95,17 +97,23 @@ func (r records) list(network string) ([]*record, error) {
 	return out, errors.Join(errs...)
 }
 
-func (r records) getNet(network string) (*Network, error) {
+// getNet returns network's record, or nil when there is none.
+func (r records) getNet(network string) (*netRecord, error) {
 	var rec netRecord
 	ok, err := r.store.Get(r.netPath(network), &rec)
 	if err != nil || !ok {
 		return nil, err
 	}
-	return &rec.Network, nil
+	return &rec, nil
 }
 
-func (r records) putNet(n *Network) error {
-	return r.store.Put(r.netPath(n.Name), &netRecord{Backend: r.backend, Network: *n})
+func (r records) putNet(n *Network, guarded []string) error {
+	return r.store.Put(r.netPath(n.Name), &netRecord{Backend: r.backend, Network: *n, Guarded: guarded})
+}
+
+// current reports whether rec describes n's rules as they are wanted.
+func (rec *netRecord) current(n *Network) bool {
+	return rec != nil && sameNetwork(&rec.Network, n)
 }
 
 func (r records) delNet(network string) error { return r.store.Del(r.netPath(network)) }

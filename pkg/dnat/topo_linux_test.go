@@ -226,3 +226,16 @@ func (w *world) ruleset() string {
 	}
 	return b.String()
 }
+
+// settles asserts that the ruleset becomes want. The nftables backend's
+// Del leaves its map elements to expire at the next tick (1-10 ms), and
+// `nft list` shows them until then; everything else must match at once.
+func (w *world) settles(t *testing.T, want, what string) {
+	t.Helper()
+	nettest.Eventually(t, 2*time.Second, what, func() error {
+		if got := w.ruleset(); got != want {
+			return fmt.Errorf("ruleset:\n%s\nwant:\n%s", got, want)
+		}
+		return nil
+	})
+}
