@@ -7,10 +7,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"testing"
 )
+
+var counters = regexp.MustCompile(`counter packets [0-9]+ bytes [0-9]+`)
 
 // NodeState describes everything of a node namespace that a plugin may
 // touch outside its containers: links, addresses and routes (Snapshot),
@@ -26,7 +29,8 @@ func NodeState(t testing.TB, n *NS) string {
 		b.WriteString(n.MustRun(t, args[0], args[1:]...))
 	}
 	b.WriteString("\n--- nft\n")
-	out := n.MustRun(t, "nft", "list", "ruleset")
+	// iptables-nft rules carry counters, which change with traffic.
+	out := counters.ReplaceAllString(n.MustRun(t, "nft", "list", "ruleset"), "counter")
 	// One set element per line, so that one element more or less is one line.
 	b.WriteString(strings.NewReplacer("elements = { ", "elements = {\n", ", ", ",\n", " }", "\n}").Replace(out))
 	for _, cmd := range []string{"iptables-save", "ip6tables-save", "iptables-legacy-save", "ip6tables-legacy-save"} {
