@@ -5,7 +5,6 @@ package runtimes
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -262,7 +261,6 @@ func (e *ctdEnv) macvlan(t *testing.T) {
 // namespace, the CRI reports the node's address, and the teardown
 // changes nothing on the node.
 func (e *ctdEnv) hostns(t *testing.T) {
-	skipLoopbackBug(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	d, dirs := e.d, []string{e.ipamDir, e.d.stateDir}
@@ -293,7 +291,6 @@ func (e *ctdEnv) hostns(t *testing.T) {
 // target's address, the joiner reaches the target's server on 127.0.0.1,
 // and removing the joiner leaves the target working.
 func (e *ctdEnv) joinns(t *testing.T) {
-	skipLoopbackBug(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	d, dirs := e.d, []string{e.ipamDir, e.d.stateDir}
@@ -326,48 +323,6 @@ func (e *ctdEnv) joinns(t *testing.T) {
 	wantSameState(t, "StopPodSandbox+RemovePodSandbox of a joinns pod and its target", before, nodeState(t, d.host, dirs...))
 	wantNoMention(t, dirs, warm.id, wj.id, tgt.id, j.id)
 	noCacheLeft(t, e.cache0, "nd-ctd-join")
-}
-
-// skipLoopbackBug skips, loudly, a scenario that the loopback bug below
-// breaks, for as long as the bug is there: the scenario runs again by
-// itself once the bug is fixed.
-func skipLoopbackBug(t *testing.T) {
-	t.Helper()
-	if why := loopbackRebindBug(t); why != "" {
-		t.Skipf("KNOWN BUG in loopback (the none binary), not in this driver: %s", why)
-	}
-}
-
-// loopbackRebindBug probes the binary containerd runs as "loopback" for
-// every pod, concurrently with the pod's network, on the same netns path:
-// once hostns or joinns re-bound that path, loopback's ADD and DEL act on
-// the node's or the target's namespace. They must then succeed and leave
-// lo alone. It returns what is wrong ("" when nothing is).
-func loopbackRebindBug(t *testing.T) string {
-	t.Helper()
-	host, target := newNS(t), newNS(t)
-	cni := nettest.NewCNI(t, host, binDir)
-	conf := []byte(`{"cniVersion": "0.3.1", "name": "cni-loopback", "type": "loopback"}`)
-	call := func(verb, netns string) error {
-		_, err := cni.Exec(t, "loopback", conf, map[string]string{"CNI_COMMAND": verb,
-			"CNI_CONTAINERID": "probe", "CNI_IFNAME": "lo", "CNI_NETNS": netns, "CNI_PATH": binDir})
-		return err
-	}
-	var bugs []string
-	for _, verb := range []string{"ADD", "DEL"} {
-		if err := call(verb, host.Path()); err != nil {
-			bugs = append(bugs, fmt.Sprintf("%s on the node's own namespace (hostns re-bound the pod's path) fails: %v", verb, err))
-		}
-	}
-	if err := call("DEL", target.Path()); err != nil {
-		bugs = append(bugs, fmt.Sprintf("DEL on a joinns target's namespace fails: %v", err))
-	}
-	for _, n := range []*nettest.NS{host, target} {
-		if nettest.Link(t, n, "lo").Attrs().Flags&net.FlagUp == 0 {
-			bugs = append(bugs, "DEL set lo down in "+map[bool]string{true: "the node's namespace", false: "a joinns target's namespace (its 127.0.0.1 stops working)"}[n == host])
-		}
-	}
-	return strings.Join(bugs, "; ")
 }
 
 // none: containerd's CRI requires the pod network to give eth0 an address

@@ -214,15 +214,16 @@ func nsIno(t *testing.T, path string) string {
 // its interfaces; rm (the plugin's DEL) changes nothing on the node.
 func (e *pmEnv) hostns(t *testing.T) {
 	before, t0 := e.warm(t, pmHost)
-	run := []string{"run", "--rm", "--network", pmHost, "--rootfs", e.p.rootfs}
-	links := e.p.must(t, nil, append(run, "ip", "-o", "link")...)
+	c := e.start(t, nil, "pm-host", pmHost, "--rootfs", e.p.rootfs, "sleep", "3600")
+	links := e.exec(t, "pm-host", "ip", "-o", "link")
 	if !strings.Contains(links, pmMarkDev) || !strings.Contains(links, "ndrt-mv0") {
 		t.Errorf("a hostns container does not see the node's links:\n%s", links)
 	}
-	if got, want := e.p.must(t, nil, append(run, "readlink", "/proc/self/ns/net")...), nsIno(t, e.p.host.Path()); got != want {
+	if got, want := nsIno(t, fmt.Sprintf("/proc/%d/ns/net", c.PID)), nsIno(t, e.p.host.Path()); got != want {
 		t.Errorf("a hostns container runs in %s, the node is %s", got, want)
 	}
-	e.finish(t, "podman run --rm on a hostns network", pmHost, before, t0)
+	e.p.must(t, nil, "rm", "-f", "-t", "0", "pm-host")
+	e.finish(t, "podman rm -f of a hostns container", pmHost, before, t0)
 }
 
 // joinns: a container joins another running container's network stack
@@ -251,12 +252,13 @@ func (e *pmEnv) joinns(t *testing.T) {
 // none: the container has loopback only; rm changes nothing on the node.
 func (e *pmEnv) none(t *testing.T) {
 	before, t0 := e.warm(t, pmNone)
-	run := []string{"run", "--rm", "--network", pmNone, "--rootfs", e.p.rootfs}
-	if links := e.p.must(t, nil, append(run, "ip", "-o", "link")...); len(strings.Split(links, "\n")) != 1 || !strings.Contains(links, "lo:") {
+	e.start(t, nil, "pm-none", pmNone, "--rootfs", e.p.rootfs, "sleep", "3600")
+	if links := e.exec(t, "pm-none", "ip", "-o", "link"); len(strings.Split(links, "\n")) != 1 || !strings.Contains(links, "lo:") {
 		t.Errorf("a none container holds more than lo:\n%s", links)
 	}
-	if addrs := e.p.must(t, nil, append(run, "ip", "-o", "addr")...); !strings.Contains(addrs, "127.0.0.1/8") {
+	if addrs := e.exec(t, "pm-none", "ip", "-o", "addr"); !strings.Contains(addrs, "127.0.0.1/8") {
 		t.Errorf("a none container's lo has no 127.0.0.1/8:\n%s", addrs)
 	}
-	e.finish(t, "podman run --rm on a none network", pmNone, before, t0)
+	e.p.must(t, nil, "rm", "-f", "-t", "0", "pm-none")
+	e.finish(t, "podman rm -f of a none container", pmNone, before, t0)
 }
