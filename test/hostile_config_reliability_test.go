@@ -228,3 +228,116 @@ func servesAllPorts(t *testing.T, n *hsNode, plugin string, conf map[string]any,
 	}
 	n.detach(t, plugin, conf, env)
 }
+
+// TestHostileHugeJSON: a config over netconf.MaxConfigSize, and one nested
+// deeper than any decoder follows, are refused with 6 by every plugin; a
+// config of a few MiB under the limit (an unknown padding field) works.
+func TestHostileHugeJSON(t *testing.T) {
+	nettest.RequireRoot(t)
+	for _, plugin := range hostilePlugins {
+		t.Run(plugin, func(t *testing.T) {
+			t.Parallel()
+			n := newHsNode(t)
+			if plugin != "none" && plugin != "joinns" {
+				n.warm(t, plugin)
+			}
+			cont := nettest.NewNS(t)
+			full := n.full(t)
+			padded := func(size int) []byte {
+				conf := n.conf(plugin, map[string]any{"padding": strings.Repeat("x", size)})
+				b, err := json.Marshal(conf)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return b
+			}
+			deep, _ := json.Marshal(n.conf(plugin, nil))
+			deep = append(deep[:len(deep)-1], []byte(`,"nest":`+strings.Repeat("[", 200000)+strings.Repeat("]", 200000)+"}")...)
+			for _, tc := range []struct {
+				name  string
+				stdin []byte
+				says  string
+			}{
+				{"5 MiB", padded(5 << 20), fmt.Sprint(netconf.MaxConfigSize)},
+				{"200,000 levels deep", deep, ""},
+			} {
+				before := n.quick(t, cont)
+				_, err := n.exec(t, plugin, tc.stdin, n.env(t, "ADD", cont))
+				t.Run(tc.name, func(t *testing.T) { wantCode(t, err, 6, tc.says) })
+				unchanged(t, "state after "+tc.name, before, n.quick(t, cont))
+			}
+			env := n.env(t, "ADD", cont)
+			big := padded(3 << 20)
+			if _, err := n.exec(t, plugin, big, env); err != nil {
+				t.Errorf("ADD with a 3 MiB config: %v", err)
+			}
+			env["CNI_COMMAND"] = "DEL"
+			if _, err := n.exec(t, plugin, big, env); err != nil {
+				t.Errorf("DEL with a 3 MiB config: %v", err)
+			}
+			unchanged(t, "node after every case", full, n.full(t))
+		})
+	}
+}
+
+// TestHostileDelAfterRefusedAdd: a runtime calls DEL after every ADD, also
+// a refused one, with the same config (CNI spec; containerd retries a
+// failed DEL until it succeeds, and a pod whose DEL keeps failing cannot
+// be removed). DEL of a config that ADD refused must succeed and leave
+// nothing.
+func TestHostileDelAfterRefusedAdd(t *testing.T) {
+	nettest.RequireRoot(t)
+	ports := func(count int) map[string]any {
+		return map[string]any{"runtimeConfig": map[string]any{"portMappings": portMappings(20000, count)}}
+	}
+	cases := map[string][]struct {
+		name  string
+		extra map[string]any
+		code  uint
+	}{
+		"host-local-bridge": {
+			{"10,000 port mappings", ports(10000), 7},
+			{"bad gatewayMode", map[string]any{"gatewayMode": "bridged"}, 7},
+			{"gateway outside the subnet", map[string]any{"ipam": map[string]any{"gateway": "10.2.0.1"}}, 7},
+			{"multicast MAC", map[string]any{"runtimeConfig": map[string]any{"mac": "01:00:5e:00:00:01"}}, 7},
+		},
+		"macvlan": {
+			{"bad mode", map[string]any{"mode": "bridg"}, 7},
+			{"gateway outside the subnet", map[string]any{"ipam": map[string]any{"gateway": "10.2.0.1"}}, 7},
+			{"multicast MAC", map[string]any{"runtimeConfig": map[string]any{"mac": "01:00:5e:00:00:01"}}, 7},
+			{"MTU above the master's", map[string]any{"mtu": 9000}, 7},
+		},
+		"hostns": {
+			{"10,000 port mappings", ports(10000), 7},
+			{"no opt-in", map[string]any{"allowHostNetwork": nil}, 7},
+		},
+		"joinns": {
+			{"port mappings", ports(1), 2},
+			{"no target", map[string]any{"target": nil}, 7},
+		},
+	}
+	for plugin, cs := range cases {
+		t.Run(plugin, func(t *testing.T) {
+			t.Parallel()
+			n := newHsNode(t)
+			if plugin != "joinns" {
+				n.warm(t, plugin)
+			}
+			full := n.full(t)
+			for _, tc := range cs {
+				t.Run(tc.name, func(t *testing.T) {
+					cont := nettest.NewNS(t)
+					conf := n.conf(plugin, tc.extra)
+					env := n.env(t, "ADD", cont)
+					_, err := n.exec(t, plugin, conf, env)
+					wantCode(t, err, tc.code)
+					env["CNI_COMMAND"] = "DEL"
+					if _, err := n.exec(t, plugin, conf, env); err != nil {
+						t.Errorf("DEL after the refused ADD: code %d: %v", nettest.Code(err), err)
+					}
+				})
+			}
+			unchanged(t, "node after every case", full, n.full(t))
+		})
+	}
+}
