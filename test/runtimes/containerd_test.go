@@ -5,9 +5,9 @@ package runtimes
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -68,90 +68,11 @@ func TestContainerd(t *testing.T) {
 	e.d = startContainerd(t, host, def, handlers)
 
 	t.Run("host-local-bridge", func(t *testing.T) { requireDriver(t, "host-local-bridge"); e.bridge(t) })
+	t.Run("host-local-bridge-parallel", func(t *testing.T) { requireDriver(t, "host-local-bridge"); e.bridgeParallel(t) })
 	t.Run("macvlan", func(t *testing.T) { requireDriver(t, "macvlan"); e.macvlan(t) })
 	t.Run("hostns", func(t *testing.T) { requireDriver(t, "hostns"); e.hostns(t) })
 	t.Run("joinns", func(t *testing.T) { requireDriver(t, "joinns", "macvlan"); e.joinns(t) })
 	t.Run("none", func(t *testing.T) { requireDriver(t, "none"); e.none(t) })
-}
-
-// pod is a running pod sandbox with one busybox container.
-type pod struct {
-	*cri.Pod
-	id, ctr string
-	ips     []string
-	netns   string // CNI_NETNS of the pod's ADD
-}
-
-var podSeq int
-
-// runPod runs a sandbox (CNI ADD) and a busybox container in it running
-// argv, and reads the pod's addresses from PodSandboxStatus.
-func (d *containerd) runPod(ctx context.Context, t *testing.T, p *cri.Pod, argv ...string) *pod {
-	t.Helper()
-	podSeq++
-	p.Namespace, p.UID = "e2e", fmt.Sprintf("uid-%s-%d", p.Name, podSeq)
-	p.LogDir = dir(t, "containerd", "logs", p.UID)
-	id, err := d.cri.RunPod(ctx, p)
-	if err != nil {
-		t.Fatalf("%v\ncontainerd log:\n%s", err, d.log())
-	}
-	r := &pod{Pod: p, id: id}
-	t.Cleanup(func() { d.forget(id) })
-	if r.ctr, err = d.cri.Start(ctx, id, p, "main", busyboxRef, argv...); err != nil {
-		t.Fatal(err)
-	}
-	if r.ips, err = d.cri.PodIPs(ctx, id); err != nil {
-		t.Fatal(err)
-	}
-	if r.netns, err = d.cri.NetNSPath(ctx, id); err != nil || r.netns == "" {
-		t.Fatalf("pod %s: no netns path (%v)", p.Name, err)
-	}
-	return r
-}
-
-// forget removes a pod a failed scenario left (gone is fine).
-func (d *containerd) forget(id string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	d.cri.StopPod(ctx, id)
-	d.cri.RemovePod(ctx, id)
-}
-
-// exec runs argv in the pod's container.
-func (d *containerd) exec(ctx context.Context, t *testing.T, p *pod, argv ...string) string {
-	t.Helper()
-	out, err := d.cri.Exec(ctx, p.ctr, 10*time.Second, argv...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-// removePod tears the pod down as the kubelet does: StopPodSandbox (DEL
-// with the netns and prevResult), then RemovePodSandbox (DEL again, with
-// neither). Both must succeed, the pod's netns must be gone, and the
-// plugin must have seen exactly those two DELs and answered both.
-func (d *containerd) removePod(ctx context.Context, t *testing.T, p *pod, plugin string) {
-	t.Helper()
-	if err := d.cri.StopPod(ctx, p.id); err != nil {
-		t.Fatalf("%v\ncontainerd log:\n%s", err, d.log())
-	}
-	if _, err := os.Lstat(p.netns); !os.IsNotExist(err) {
-		t.Errorf("pod %s: network namespace %s left after StopPodSandbox (%v)", p.Name, p.netns, err)
-	}
-	if err := d.cri.RemovePod(ctx, p.id); err != nil {
-		t.Fatalf("%v\ncontainerd log:\n%s", err, d.log())
-	}
-	dels := of(d.rec.calls(t), plugin, "DEL", p.id)
-	ok := len(dels) == 2 && dels[0].netns() == p.netns && dels[0].hasPrevResult() &&
-		dels[1].netns() == "" && !dels[1].hasPrevResult()
-	for _, c := range dels {
-		ok = ok && c.Exit == 0
-	}
-	if !ok {
-		t.Errorf("pod %s: want two successful DELs (the netns and a prevResult, then neither), got:", p.Name)
-		d.rec.dump(t, p.id)
-	}
 }
 
 // wantEth0 asserts that the address the CRI reports is the one on the
@@ -223,6 +144,57 @@ func (e *ctdEnv) bridge(t *testing.T) {
 	wantSameState(t, "StopPodSandbox+RemovePodSandbox of two host-local-bridge pods", before, nodeState(t, d.host, dirs...))
 	wantNoMention(t, dirs, warm.id, a.id, b.id)
 	noCacheLeft(t, e.cache0, "nd-ctd-bridge")
+}
+
+// bridgeParallel: a node starts and stops several pods at once (the
+// kubelet works on pods in parallel): each gets its own address, they
+// reach each other, and all the teardowns together leave nothing.
+func (e *ctdEnv) bridgeParallel(t *testing.T) {
+	const n = 6
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	d, dirs := e.d, []string{e.ipamDir, e.d.stateDir}
+	warm := d.runPod(ctx, t, &cri.Pod{Name: "par-warm"}, "sleep", "3600")
+	d.removePod(ctx, t, warm, "host-local-bridge")
+	before := nodeState(t, d.host, dirs...)
+
+	pods, errs := make([]*pod, n), make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { pods[i], errs[i] = d.startPod(ctx, &cri.Pod{Name: fmt.Sprintf("par-%d", i)}, "sleep", "3600") })
+	}
+	wg.Wait()
+	seen := map[string]string{}
+	for i, p := range pods {
+		if p != nil {
+			t.Cleanup(func() { d.forget(p.id) })
+		}
+		if errs[i] != nil {
+			t.Fatalf("pod par-%d: %v", i, errs[i])
+		}
+		wantIn(t, p.ips[0], ctdBridgeNet)
+		if other, dup := seen[p.ips[0]]; dup {
+			t.Fatalf("pods %s and %s both got %s", other, p.Name, p.ips[0])
+		}
+		seen[p.ips[0]] = p.Name
+	}
+	for _, p := range pods[1:] {
+		d.exec(ctx, t, pods[0], "ping", "-c", "1", "-W", "3", p.ips[0])
+	}
+	for i, p := range pods {
+		wg.Go(func() { errs[i] = d.stopPod(ctx, p) })
+	}
+	wg.Wait()
+	ids := []string{warm.id}
+	for i, p := range pods {
+		if errs[i] != nil {
+			t.Errorf("pod %s: %v", p.Name, errs[i])
+		}
+		d.wantDELs(t, p, "host-local-bridge")
+		ids = append(ids, p.id)
+	}
+	wantSameState(t, fmt.Sprintf("the parallel teardown of %d host-local-bridge pods", n), before, nodeState(t, d.host, dirs...))
+	wantNoMention(t, dirs, ids...)
 }
 
 // macvlan: two pods on one parent get the IPs the CRI reports, reach each
