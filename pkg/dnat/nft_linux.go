@@ -262,8 +262,10 @@ func (b *nftBackend) Check(ctx context.Context, n *Network, a *Attachment) error
 	for i, e := range elems {
 		errs = append(errs, checkElem(e, a.Key, gets[len(chains)+i]))
 	}
-	if m, ok, err := marker.elem(); len(elems) > 0 && (err != nil || !ok || m.Timeout > 0) {
-		errs = append(errs, fmt.Errorf("%w: set %s has no element for %s", ErrMissing, setAtts, a.Key.Hash()))
+	if len(elems) > 0 {
+		if m, ok, err := marker.elem(); err != nil || !ok || m.Timeout > 0 {
+			errs = append(errs, fmt.Errorf("%w: set %s has no element for %s", ErrMissing, setAtts, a.Key.Hash()))
+		}
 	}
 	errs = append(errs, checkSysctls(b.host, n))
 	return errors.Join(errs...)

@@ -131,6 +131,14 @@ func isErrno(err error) bool {
 	return ok
 }
 
+// attrs is the answer's attributes, after the nfgenmsg header.
+func (g *nftGet) attrs() []byte {
+	if len(g.reply.Data) < 4 {
+		return nil
+	}
+	return g.reply.Data[4:]
+}
+
 // found reports whether the object asked for exists.
 func (g *nftGet) found() (bool, error) {
 	if isNotExist(g.err) {
@@ -154,7 +162,7 @@ func (g *nftGet) elem() (e gotElem, ok bool, err error) {
 		}
 		return e, false, g.err
 	}
-	el, err := nested(g.reply.Data[4:], unix.NFTA_SET_ELEM_LIST_ELEMENTS, unix.NFTA_LIST_ELEM)
+	el, err := nested(g.attrs(), unix.NFTA_SET_ELEM_LIST_ELEMENTS, unix.NFTA_LIST_ELEM)
 	if err != nil || el == nil {
 		return e, false, fmt.Errorf("decode element: %w", err)
 	}
@@ -184,7 +192,7 @@ func (g *nftGet) chainPolicy() (ok, drop bool, err error) {
 		}
 		return false, false, g.err
 	}
-	p, err := nested(g.reply.Data[4:], unix.NFTA_CHAIN_POLICY)
+	p, err := nested(g.attrs(), unix.NFTA_CHAIN_POLICY)
 	return true, err == nil && len(p) == 4 && binary.BigEndian.Uint32(p) == nfDrop, err
 }
 
