@@ -112,6 +112,9 @@ func TestModes(t *testing.T) {
 				if err := be.Add(ctx, x.bn.Network, x.c.attachment()); err != nil {
 					t.Fatal(err)
 				}
+				if err := be.Check(ctx, x.bn.Network, x.c.attachment()); err != nil {
+					t.Fatalf("Check of an attachment without ports: %v", err)
+				}
 			}
 			reach(t, w.client, "tcp", join(u.ip4, 9090), "S")
 			reach(t, w.client, "tcp", join(r.ip4, 9090), "S")
