@@ -21,7 +21,7 @@ go vet ./...
 log "unit and integration tests"
 go test -count=1 -timeout 20m ./...
 
-log "fuzz, short (scripts/fuzz.sh: every target, FUZZTIME each)"
+log "fuzz, short (scripts/fuzz.sh: every target, a few seconds each)"
 ./scripts/fuzz.sh
 
 log "cnitool end-to-end"
