@@ -69,6 +69,7 @@ func TestContainerd(t *testing.T) {
 
 	t.Run("host-local-bridge", func(t *testing.T) { requireDriver(t, "host-local-bridge"); e.bridge(t) })
 	t.Run("host-local-bridge-parallel", func(t *testing.T) { requireDriver(t, "host-local-bridge"); e.bridgeParallel(t) })
+	t.Run("host-local-bridge-port-conflict", func(t *testing.T) { requireDriver(t, "host-local-bridge"); e.bridgeConflict(t) })
 	t.Run("macvlan", func(t *testing.T) { requireDriver(t, "macvlan"); e.macvlan(t) })
 	t.Run("hostns", func(t *testing.T) { requireDriver(t, "hostns"); e.hostns(t) })
 	t.Run("joinns", func(t *testing.T) { requireDriver(t, "joinns", "macvlan"); e.joinns(t) })
@@ -195,6 +196,52 @@ func (e *ctdEnv) bridgeParallel(t *testing.T) {
 	}
 	wantSameState(t, fmt.Sprintf("the parallel teardown of %d host-local-bridge pods", n), before, nodeState(t, d.host, dirs...))
 	wantNoMention(t, dirs, ids...)
+}
+
+// bridgeConflict: a pod whose hostPort another pod holds fails to start
+// with an error that names the conflict (code 101), and the failed ADD
+// leaves nothing: containerd's DEL of the whole list after it must
+// succeed, or containerd keeps the sandbox and its netns for ever.
+func (e *ctdEnv) bridgeConflict(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	d, dirs := e.d, []string{e.ipamDir, e.d.stateDir}
+	port := []*rt.PortMapping{{Protocol: rt.Protocol_TCP, ContainerPort: 80, HostPort: ctdHostPort + 5}}
+	a := d.runPod(ctx, t, &cri.Pod{Name: "holder", Ports: port}, httpd...)
+	before := nodeState(t, d.host, dirs...)
+	nsDir := filepath.Join(d.dir, "state", "io.containerd.grpc.v1.cri", "netns")
+	netns0 := files(t, nsDir)
+
+	b, err := d.startPod(ctx, &cri.Pod{Name: "clash", Ports: port}, httpd...)
+	if b != nil {
+		t.Cleanup(func() { d.forget(b.id) })
+	}
+	if err == nil || !strings.Contains(err.Error(), "host port") {
+		t.Fatalf("a pod publishing a held host port: got %v, want the plugin's host port conflict", err)
+	}
+	adds := 0
+	for _, c := range d.rec.calls(t) {
+		if c.Plugin == "host-local-bridge" && c.verb() == "ADD" && strings.Contains(c.Env["CNI_ARGS"], "K8S_POD_NAME=clash") {
+			adds++
+			if c.Exit == 0 || !strings.Contains(c.Stdout, `"code": 101`) {
+				t.Errorf("the clashing ADD: want error code 101, got exit %d: %s", c.Exit, c.Stdout)
+			}
+			for _, del := range of(d.rec.calls(t), "", "DEL", c.id()) {
+				if del.Exit != 0 {
+					t.Errorf("DEL after the failed ADD failed (containerd then leaks the sandbox): %s", del)
+				}
+			}
+		}
+	}
+	if adds != 1 {
+		t.Errorf("want one ADD of the clashing pod, saw %d", adds)
+	}
+	if got := files(t, nsDir); strings.Join(got, " ") != strings.Join(netns0, " ") {
+		t.Errorf("the failed sandbox left a network namespace: before %v, after %v", netns0, got)
+	}
+	wantSameState(t, "a failed RunPodSandbox", before, nodeState(t, d.host, dirs...))
+	wantPage(t, d.host, fmt.Sprintf("http://127.0.0.1:%d/", ctdHostPort+5)) // the holder keeps its port
+	d.removePod(ctx, t, a, "host-local-bridge")
 }
 
 // macvlan: two pods on one parent get the IPs the CRI reports, reach each

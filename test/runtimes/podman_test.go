@@ -76,6 +76,7 @@ func TestPodman(t *testing.T) {
 
 	t.Run("skipped-conflist-detected", e.skipDetected)
 	t.Run("host-local-bridge", func(t *testing.T) { requireDriver(t, "host-local-bridge"); e.bridge(t) })
+	t.Run("host-local-bridge-port-conflict", func(t *testing.T) { requireDriver(t, "host-local-bridge"); e.bridgeConflict(t) })
 	t.Run("macvlan", func(t *testing.T) { requireDriver(t, "macvlan"); e.macvlan(t) })
 	t.Run("hostns", func(t *testing.T) { requireDriver(t, "hostns"); e.hostns(t) })
 	t.Run("joinns", func(t *testing.T) { requireDriver(t, "joinns", "host-local-bridge"); e.joinns(t) })
@@ -110,11 +111,11 @@ func (e *pmEnv) warm(t *testing.T, network string, args ...string) (string, time
 // finish asserts that the scenario's teardown left the node as before
 // it, no result cache entry of network, and that every plugin call since
 // t0 succeeded and every ADD was undone by a DEL.
-func (e *pmEnv) finish(t *testing.T, what, network, before string, t0 time.Time) {
+func (e *pmEnv) finish(t *testing.T, what, network, before string, t0 time.Time, refused ...string) {
 	t.Helper()
 	wantSameState(t, what, before, e.state(t))
 	noCacheLeft(t, e.cache0, network)
-	e.p.rec.wantCleanSince(t, t0)
+	e.p.rec.wantCleanSince(t, t0, refused...)
 	var ids []string
 	for _, c := range since(e.p.rec.calls(t), t0) {
 		if c.verb() == "ADD" {
@@ -185,6 +186,34 @@ func (e *pmEnv) bridge(t *testing.T) {
 	wantPage(t, e.outside, fmt.Sprintf("http://%s:%d/", pmUplink, pmHostPort))
 	e.p.must(t, nil, "rm", "-f", "-t", "0", "pm-web", "pm-client")
 	e.finish(t, "podman rm -f of two host-local-bridge containers", pmBridge, before, t0)
+}
+
+// bridgeConflict: a container publishing a host port another one holds
+// does not start, with an error naming the conflict, and leaves nothing.
+func (e *pmEnv) bridgeConflict(t *testing.T) {
+	before, t0 := e.warm(t, pmBridge, "-p", fmt.Sprintf("%d:80", pmHostPort-1))
+	p := fmt.Sprintf("%d:80", pmHostPort+5)
+	e.serve(t, "pm-holder", pmBridge, "-p", p)
+	t.Cleanup(func() { e.p.run(nil, "rm", "-f", "-t", "0", "--ignore", "pm-clash") })
+	_, err := e.p.run(nil, append([]string{"run", "-d", "--name", "pm-clash", "--network", pmBridge, "-p", p, "--rootfs", e.p.rootfs}, httpd...)...)
+	if err == nil || !strings.Contains(err.Error(), "host port already in use") {
+		t.Fatalf("a container publishing a held host port: got %v, want the plugin's host port conflict", err)
+	}
+	var refused []string
+	for _, c := range since(e.p.rec.calls(t), t0) {
+		if c.verb() == "ADD" && c.Exit != 0 {
+			refused = append(refused, c.id())
+			if !strings.Contains(c.Stdout, `"code": 101`) {
+				t.Errorf("the clashing ADD: want code 101, got %s", c.Stdout)
+			}
+		}
+	}
+	if len(refused) != 1 {
+		t.Errorf("want one refused ADD, got %d", len(refused))
+	}
+	wantPage(t, e.p.host, fmt.Sprintf("http://127.0.0.1:%d/", pmHostPort+5)) // the holder keeps its port
+	e.p.must(t, nil, "rm", "-f", "-t", "0", "--ignore", "pm-clash", "pm-holder")
+	e.finish(t, "a clashing container and its holder", pmBridge, before, t0, refused...)
 }
 
 // macvlan: the container gets an address on the parent's segment, which
