@@ -7,6 +7,7 @@
 #   scripts/bench.sh --only 'ours/|floor/'   only matching scenarios
 #   scripts/bench.sh --out DIR  results elsewhere (default test/bench/out/, gitignored)
 #   scripts/bench.sh --rev REV  plugins built from commit REV, not the working tree
+#   scripts/bench.sh -strace DIR  also strace (-f -C -tt -T) 3 lifecycles per scenario at its largest W
 # Other flags go to the Go program (go run ./test/bench -h). Results:
 # <out>/<timestamp>/{report.md,results.json,plot.svg}, <out>/latest points there.
 # Uses $NETDRIVERS_BIN when set (prebuilt plugins), else builds them.
@@ -24,7 +25,8 @@ while [ $# -gt 0 ]; do
 	--only) args+=(-only "$2"); shift 2 ;;
 	--out) out=$2; shift 2 ;;
 	--rev) rev=$(git rev-parse --short "$2"); shift 2 ;;
-	-h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+	-strace) ensure_pkgs strace:strace; args+=(-strace "$(mkdir -p "$2" && cd "$2" && pwd)"); shift 2 ;;
+	-h|--help) sed -n '2,14p' "$0"; exit 0 ;;
 	*) args+=("$1"); shift ;;
 	esac
 done

@@ -12,6 +12,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"regexp"
@@ -29,6 +30,7 @@ type config struct {
 	oursBin, refBin, noopBin string
 	rusageBin                string
 	pluginsRev               string
+	straceDir                string
 	only                     *regexp.Regexp
 	cs                       []int
 	fillC                    int
@@ -53,6 +55,7 @@ func parseFlags() (*config, error) {
 	flag.StringVar(&cfg.out, "out", filepath.Join(nettest.RepoRoot(), "test", "bench", "out"), "output directory")
 	flag.StringVar(&cfg.oursBin, "bin", "", "directory with our plugins (required)")
 	flag.StringVar(&cfg.noopBin, "noop", "", "directory with the noop plugin (required)")
+	flag.StringVar(&cfg.straceDir, "strace", "", "also record untimed lifecycles at the largest W under strace -f -C -tt -T into this directory")
 	flag.StringVar(&cfg.pluginsRev, "plugins-rev", "", "the commit our plugins were built from (default: the working tree)")
 	flag.StringVar(&cfg.rusageBin, "rusage", "", "the rusage helper (required)")
 	flag.StringVar(&cfg.refBin, "ref", "", "directory with the reference plugins (default: build them into .cache)")
@@ -75,6 +78,14 @@ func parseFlags() (*config, error) {
 			return nil, fmt.Errorf("-only: %w", err)
 		}
 		cfg.only = re
+	}
+	if cfg.straceDir != "" {
+		if _, err := exec.LookPath("strace"); err != nil {
+			return nil, fmt.Errorf("-strace: %w", err)
+		}
+		if err := os.MkdirAll(cfg.straceDir, 0o755); err != nil {
+			return nil, fmt.Errorf("-strace: %w", err)
+		}
 	}
 	return cfg, nil
 }

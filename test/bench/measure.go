@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -295,11 +296,27 @@ func runPlugin(ctx context.Context, sc Scenario, cfg *config, env *hostEnv, u *u
 				r.Verbs["ADD"].Summary.P50, r.Verbs["CHECK"].Summary.P50, r.Verbs["DEL"].Summary.P50)
 		}
 	}
+	if cfg.straceDir != "" {
+		roundErrs = append(roundErrs, p.strace(ctx))
+	}
 	// Peak RSS, at the largest W: untimed, each plugin under the helper.
 	p.cni.rss.Store(true)
 	defer p.cni.rss.Store(false)
 	return errors.Join(append(roundErrs, p.lifecycles(ctx, "rss", rssLifecycles))...)
 }
+
+// strace records, at the largest W, untimed lifecycles with every plugin
+// call under strace, for profiling a missed target.
+func (p *pluginBench) strace(ctx context.Context) error {
+	prefix := filepath.Join(p.cfg.straceDir, fmt.Sprintf("%s-W%d", strings.NewReplacer("/", "-", "+", "-").Replace(p.sc.Name), p.live))
+	p.cni.strace.Store(&prefix)
+	defer p.cni.strace.Store(nil)
+	progress("  %s: strace of %d lifecycles into %s-*", p.sc.Name, straceLifecycles, prefix)
+	return p.lifecycles(ctx, "strace", straceLifecycles)
+}
+
+// straceLifecycles is how many ADD/CHECK/DEL cycles -strace records.
+const straceLifecycles = 3
 
 // rssLifecycles is how many ADD/CHECK/DEL cycles record peak RSS.
 const rssLifecycles = 5

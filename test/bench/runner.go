@@ -41,6 +41,10 @@ type runner struct {
 	usage  *usage
 	rusage string // path of the rusage helper
 	rss    atomic.Bool
+	// strace, when set, is a file name prefix: each plugin call then runs
+	// under strace -f -C -tt -T (trace and syscall summary) into its own file.
+	strace atomic.Pointer[string]
+	calls  atomic.Int64
 }
 
 func newRunner(host *nettest.NS, cfg *config, side, cacheDir, stateDir string, u *usage) *runner {
@@ -64,6 +68,9 @@ func (r *runner) ExecPlugin(ctx context.Context, path string, stdin []byte, envi
 		defer report.Close()
 		cmd = exec.CommandContext(ctx, r.rusage, path)
 		cmd.ExtraFiles = []*os.File{w}
+	} else if prefix := r.strace.Load(); prefix != nil {
+		out := fmt.Sprintf("%s-%s-%s-%d.strace", *prefix, key.Verb, key.Plugin, r.calls.Add(1))
+		cmd = exec.CommandContext(ctx, "strace", "-f", "-C", "-tt", "-T", "-o", out, path)
 	}
 	cmd.Env = append(environ, r.env...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = bytes.NewReader(stdin), &stdout, &stderr
