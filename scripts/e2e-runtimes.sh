@@ -149,7 +149,8 @@ else
 	bin=$work/bin
 	./scripts/build.sh "$bin"
 fi
-log "runtimes: building the test binary, the pause image's binary and the call recorder"
+log "runtimes: vetting and building the test binary, the pause image's binary and the call recorder"
+go vet -tags runtimes ./test/runtimes/...
 go build -tags runtimes -o "$work/pause" ./test/runtimes/pause
 go build -tags runtimes -o "$work/recorder" ./test/runtimes/recorder
 go test -c -tags runtimes -o "$work/runtimes.test" ./test/runtimes
