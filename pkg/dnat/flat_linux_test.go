@@ -63,8 +63,8 @@ func TestRepublishWhileRetiring(t *testing.T) {
 	}
 }
 
-// TestDelByDeleting: on kernels that cannot update an element's timeout
-// (< 6.10) Del deletes the elements; that path leaves the ruleset as it
+// TestDelByDeleting: on (older) kernels that cannot update an element's
+// timeout Del deletes the elements; that path leaves the ruleset as it
 // was at once, with and without Add's record.
 func TestDelByDeleting(t *testing.T) {
 	t.Parallel()

@@ -26,7 +26,7 @@ type nftBackend struct {
 	rec   records
 	guard *fwdGuard
 	// deleteOnly makes Del delete elements instead of retiring them, as it
-	// does on kernels that cannot update an element's timeout (< 6.10);
+	// does on (older) kernels that cannot update an element's timeout;
 	// tests set it to cover that path.
 	deleteOnly bool
 	// retireAfter overrides the timeout retired elements get (tests
