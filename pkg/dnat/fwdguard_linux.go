@@ -114,18 +114,16 @@ func (g *fwdGuard) states(c *nftConn, n *Network, pre ...*nftGet) ([]fwdState, e
 		errs = append(errs, err, err2)
 		out = append(out, fwdState{Flavor: FlavorNft, V4: v4, Drop: drop, Chain: chain})
 	}
-	errs = append(errs, g.host.Do(func() error {
+	g.host.Do(func() error {
 		for _, v4 := range fams {
-			exists, drop, chain, err := legacyFilter(v4)
-			if err != nil {
-				return err
-			}
-			if exists {
+			// A legacy table that cannot be read counts as not dropping, as
+			// before this check ran on every ADD: it must not stop one.
+			if exists, drop, chain, err := legacyFilter(v4); exists && err == nil {
 				out = append(out, fwdState{Flavor: FlavorLegacy, V4: v4, Drop: drop, Chain: chain})
 			}
 		}
 		return nil
-	}))
+	})
 	return out, errors.Join(errs...)
 }
 

@@ -148,6 +148,9 @@ func (b *nftBackend) waitRetiring(c *nftConn, key netconf.Key, elems []pubElem) 
 
 // ownerOf names the attachment whose hash is h, from its marker's comment.
 func ownerOf(c *nftConn, h string) string {
+	if h == "" {
+		return "an element not made by netdrivers"
+	}
 	g := getElem(setAtts, ifname(h[:min(len(h), 15)]))
 	if c.get(g) == nil {
 		if m, ok, _ := g.elem(); ok && m.Comment != "" {
