@@ -55,6 +55,7 @@ type Round struct {
 // VerbRun holds one verb's raw samples (successful calls, µs) and summary.
 type VerbRun struct {
 	Summary    Summary `json:"summary"`
+	CPUMeanMS  float64 `json:"cpu_mean_ms"` // user+sys of all plugins of the list, per call
 	SamplesUS  []int64 `json:"samples_us"`
 	FirstError string  `json:"first_error,omitempty"`
 }
@@ -248,7 +249,9 @@ func (p *pluginBench) round(ctx context.Context, c int) (*Round, error) {
 	r := &Round{W: p.live, C: c, Verbs: map[string]*VerbRun{}}
 	var errs []error
 	for _, verb := range Verbs {
+		p.cni.takeCPU()
 		v := batch(ctx, c, len(rts), ops[verb])
+		v.CPUMeanMS = ms(p.cni.takeCPU()) / float64(len(rts))
 		r.Verbs[verb] = v
 		if v.FirstError != "" {
 			errs = append(errs, fmt.Errorf("%s at W=%d C=%d: %d failed, first: %s", verb, p.live, c, v.Summary.Errors, v.FirstError))

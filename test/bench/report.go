@@ -207,6 +207,7 @@ func (r *Report) markdown() string {
 		}
 		b.WriteString(line + "\n")
 	}
+	r.cpuMarkdown(&b)
 	r.ratioMarkdown(&b)
 	r.usageMarkdown(&b)
 	r.targetMarkdown(&b)
@@ -225,6 +226,28 @@ func firstLine(s string) string {
 		l = l[:300] + "…"
 	}
 	return l
+}
+
+// cpuMarkdown shows the CPU time per call at each W (C=1): work that
+// grows with W shows here even when the machine is busy.
+func (r *Report) cpuMarkdown(b *strings.Builder) {
+	b.WriteString("\nCPU time per call, C=1 (ms, user + sys of every process of the call, mean):\n\n| scenario | W | ADD | CHECK | DEL |\n|---|--:|--:|--:|--:|\n")
+	for _, run := range r.Runs {
+		for _, rd := range run.Rounds {
+			if rd.C != 1 || run.Scenario == "floor/kernel" {
+				continue
+			}
+			fmt.Fprintf(b, "| %s | %d", run.Scenario, rd.W)
+			for _, verb := range Verbs {
+				v := math.NaN()
+				if vr, ok := rd.Verbs[verb]; ok {
+					v = vr.CPUMeanMS
+				}
+				b.WriteString(" | " + fmtMS(v))
+			}
+			b.WriteString(" |\n")
+		}
+	}
 }
 
 func (r *Report) usageMarkdown(b *strings.Builder) {

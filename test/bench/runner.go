@@ -45,7 +45,11 @@ type runner struct {
 	// under strace -f -C -tt -T (trace and syscall summary) into its own file.
 	strace atomic.Pointer[string]
 	calls  atomic.Int64
+	cpu    atomic.Int64 // ns of user+sys time of every exec since the last takeCPU
 }
+
+// takeCPU returns the CPU time the plugins used since the last call.
+func (r *runner) takeCPU() time.Duration { return time.Duration(r.cpu.Swap(0)) }
 
 func newRunner(host *nettest.NS, cfg *config, side, cacheDir, stateDir string, u *usage) *runner {
 	r := &runner{host: host, side: side, usage: u, rusage: cfg.rusageBin,
@@ -86,7 +90,9 @@ func (r *runner) ExecPlugin(ctx context.Context, path string, stdin []byte, envi
 		r.usage.addRSS(key, report)
 	} else if ps := cmd.ProcessState; ps != nil {
 		if ru, ok := ps.SysUsage().(*syscall.Rusage); ok {
-			r.usage.addCPU(key, time.Duration(ru.Utime.Nano()+ru.Stime.Nano()))
+			cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+			r.usage.addCPU(key, cpu)
+			r.cpu.Add(int64(cpu))
 		}
 	}
 	if err != nil {
