@@ -102,6 +102,36 @@ func Load(stdin []byte, args netconf.CNIArgs) (*Config, error) {
 	return c, nil
 }
 
+// LoadForDel is Load for DEL and GC, which must succeed also for a config
+// that ADD refused (or that was edited since). When Load fails, it still
+// returns, with Load's error for the log, a Config that can release what
+// an attachment holds: the built-in store needs only "dataDir" and the
+// network name, a delegated type only its name (the delegate judges its
+// own config). It returns nil (and the error) when nothing can have been
+// allocated: no usable type, or a stdin that does not decode.
+func LoadForDel(stdin []byte, args netconf.CNIArgs) (*Config, error) {
+	c, err := Load(stdin, args)
+	if err == nil {
+		return c, nil
+	}
+	var n netJSON
+	if json.Unmarshal(stdin, &n) != nil {
+		return nil, err
+	}
+	var ij struct {
+		Type    string `json:"type"`
+		DataDir string `json:"dataDir"`
+	}
+	if json.Unmarshal(n.IPAM, &ij) != nil || ij.Type == "" || strings.ContainsAny(ij.Type, `/\`) {
+		return nil, err
+	}
+	c = &Config{Type: ij.Type, DataDir: orDefault(ij.DataDir, DefaultDataDir), network: n.Name, cniVersion: n.CNIVersion, stdin: stdin}
+	if c.Builtin() && netconf.ValidateNetworkName(n.Name) != nil {
+		return nil, err
+	}
+	return c, err
+}
+
 func (c *Config) loadBuiltin(n *netJSON, ij *ipamJSON, args netconf.CNIArgs) error {
 	c.DataDir, c.ResolvConf = ij.DataDir, ij.ResolvConf
 	if c.DataDir == "" {

@@ -520,3 +520,39 @@ func setImmutable(path string, on bool) error {
 	}
 	return unix.IoctlSetPointerInt(fd, unix.FS_IOC_SETFLAGS, int(flags))
 }
+
+// TestLoadForDel: DEL of a config ADD refused, or one edited to be invalid
+// after ADD, still releases what the attachment holds.
+func TestLoadForDel(t *testing.T) {
+	t.Parallel()
+	c := builtin(t, map[string]any{"subnet": "10.17.0.0/24"})
+	ctx := context.Background()
+	if _, err := Allocate(ctx, c, key("edited")); err != nil {
+		t.Fatal(err)
+	}
+	bad := strings.Replace(string(c.stdin), `"subnet":"10.17.0.0/24"`, `"subnet":"10.17.0.0/24","gateway":"10.99.0.1"`, 1)
+	if _, err := Load([]byte(bad), nil); err == nil {
+		t.Fatal("the edited config should be invalid")
+	}
+	dc, err := LoadForDel([]byte(bad), nil)
+	if dc == nil || err == nil || !strings.Contains(err.Error(), "gateway") {
+		t.Fatalf("LoadForDel = %v, %v; want a usable config and the error", dc, err)
+	}
+	if got, err := Addresses(ctx, dc, key("edited")); err != nil || len(got) != 1 || got[0].String() != "10.17.0.2/32" {
+		t.Errorf("Addresses with the lenient config = %v, %v", got, err)
+	}
+	if err := Release(ctx, dc, key("edited")); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := storeFiles(t, c)["10.17.0.2"]; ok {
+		t.Error("DEL with the edited config left the entry")
+	}
+	for _, conf := range []string{`{"name":"n","ipam":{"subnet":"10.0.0.0/24"}}`, `{"name":"n","ipam":{"type":"host-local"`, `{"name":"../x","ipam":{"type":"host-local"}}`} {
+		if dc, _ := LoadForDel([]byte(conf), nil); dc != nil {
+			t.Errorf("LoadForDel(%s) = %+v, want nil: nothing can have been allocated", conf, dc)
+		}
+	}
+	if dc, _ := LoadForDel([]byte(`{"name":"n","ipam":{"type":"static","addresses":7}}`), nil); dc == nil || dc.Builtin() {
+		t.Errorf("a delegated type is passed on for its own DEL: %+v", dc)
+	}
+}
