@@ -28,9 +28,9 @@ import (
 // foreign change, however soon after ours, makes the stamps differ and
 // the next call rebuilds the index with one walk.
 //
-// Correct across our own crashes: before its first change a call marks the
-// state dirty, and only the last step of a call that got everything done
-// records the stamp again. Stale records are harmless besides: every
+// Correct across our own crashes: a call changes the directory before the
+// index (or else marks the state dirty first), and only its last step,
+// once everything is done, records the stamp again. Stale records are harmless besides: every
 // address a record names is checked against its file before it is
 // reported or removed.
 
@@ -75,17 +75,24 @@ func (s *store) readState() *indexState {
 	return st
 }
 
-// willChange is called before every change to the store: the first one
-// of a call marks a trusted index dirty, so that a crash before commit
-// leaves it untrusted.
-func (s *store) willChange() {
-	if s.changed {
+// changedDir notes that this call changed the network directory (created
+// or removed an entry): from then on the stamp differs from the recorded
+// one until commit, so the index is untrusted by anyone who finds it.
+func (s *store) changedDir() {
+	s.changed, s.dirChanged = true, true
+}
+
+// willWriteIndex is called before an index file is written. If the
+// directory has not changed yet in this call, the stamp would still match
+// a half-written index after a crash: the state is marked dirty first.
+// (DEL and ADD change the directory before the index, so in the steady
+// state this costs nothing.)
+func (s *store) willWriteIndex() {
+	s.changed = true
+	if !s.trusted || s.dirChanged || s.markedDirty {
 		return
 	}
-	s.changed = true
-	if !s.trusted {
-		return // untrusted already: the stamp differs until commit
-	}
+	s.markedDirty = true
 	ifd, err := s.indexFD(true)
 	if err == nil {
 		err = writeInPlace(ifd, stateName, dirtyState)
@@ -206,7 +213,7 @@ func (s *store) writeRecord(r *record) {
 }
 
 func (s *store) writeBucket(name string, recs []*record) {
-	s.willChange()
+	s.willWriteIndex()
 	if s.buckets == nil {
 		s.buckets = map[string][]*record{}
 	}

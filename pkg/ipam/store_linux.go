@@ -27,10 +27,12 @@ type store struct {
 	tmpOwner string // content of tmp
 	tmpPath  string // set when tmp has a name (no O_TMPFILE support)
 
-	trusted  bool                 // the index matched the directory when the call began
-	changed  bool                 // this call changed the directory or the index
-	indexErr error                // an index write failed: the next call must rebuild
-	buckets  map[string][]*record // index buckets read (or written) by this call
+	trusted     bool                 // the index matched the directory when the call began
+	changed     bool                 // this call changed the directory or the index: commit
+	dirChanged  bool                 // this call created or removed an entry
+	markedDirty bool                 // the state says "dirty" (see willWriteIndex)
+	indexErr    error                // an index write failed: the next call must rebuild
+	buckets     map[string][]*record // index buckets read (or written) by this call
 }
 
 var errNoEntry = errors.New("no such address entry")
@@ -94,7 +96,6 @@ func (s *store) reserve(ip netip.Addr, o owner) (bool, error) {
 		}
 	}
 	name := ip.String()
-	s.willChange()
 	var err error
 	if s.tmpPath != "" {
 		err = unix.Linkat(unix.AT_FDCWD, s.tmpPath, s.fd, name, 0)
@@ -110,6 +111,7 @@ func (s *store) reserve(ip netip.Addr, o owner) (bool, error) {
 	case err != nil:
 		return false, storeErr("create %s/%s: %w", s.dir, name, err)
 	}
+	s.changedDir()
 	s.dropTmp() // linked: the next reservation needs a file of its own
 	return true, nil
 }
@@ -189,7 +191,6 @@ func (s *store) remove(ip netip.Addr) error {
 }
 
 func (s *store) removeName(name string) error {
-	s.willChange()
 	err := unix.Unlinkat(s.fd, name, 0)
 	if errors.Is(err, unix.ENOENT) {
 		return nil
@@ -197,6 +198,7 @@ func (s *store) removeName(name string) error {
 	if err != nil {
 		return storeErr("remove %s/%s: %w", s.dir, name, err)
 	}
+	s.changedDir()
 	return nil
 }
 
@@ -216,7 +218,7 @@ func (s *store) lastReserved(set int) netip.Addr {
 // setLastReserved replaces last_reserved_ip.<set> (by rename: a symlink in
 // its place is replaced, not followed).
 func (s *store) setLastReserved(set int, ip netip.Addr) error {
-	s.willChange()
+	s.changed = true // not part of the index: no dirty marking needed
 	if err := writeInPlace(s.fd, lastIPPrefix+strconv.Itoa(set), []byte(ip.String())); err != nil {
 		return storeErr("%s: %w", s.dir, err)
 	}

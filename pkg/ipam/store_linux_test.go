@@ -556,3 +556,30 @@ func TestLoadForDel(t *testing.T) {
 		t.Errorf("a delegated type is passed on for its own DEL: %+v", dc)
 	}
 }
+
+// TestCrashAfterIndexOnlyWrite: a call that rewrites the index without
+// changing the directory, and dies before commit, must leave the index
+// untrusted (the state marked dirty), not trusted and wrong.
+func TestCrashAfterIndexOnlyWrite(t *testing.T) {
+	t.Parallel()
+	c := builtin(t, map[string]any{"subnet": "10.18.0.0/24"})
+	ctx := context.Background()
+	if _, err := Allocate(ctx, c, key("a")); err != nil {
+		t.Fatal(err)
+	}
+	s, err := openStore(ctx, c, bootID(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.sync(); err != nil || !s.trusted {
+		t.Fatalf("sync = %v, trusted %v", err, s.trusted)
+	}
+	s.writeRecord(&record{Owner: owner{ID: "a", IfName: "eth0"}}) // drops a's record
+	// The process dies here: no commit, the lock goes with it.
+	unix.Close(s.ifd)
+	unix.Close(s.fd)
+	s.unlock()
+	if got, err := Addresses(ctx, c, key("a")); err != nil || len(got) != 1 {
+		t.Fatalf("after a crash mid index write, Addresses(a) = %v, %v; want its address (rebuilt)", got, err)
+	}
+}
