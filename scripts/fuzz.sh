@@ -3,7 +3,7 @@
 # for a few seconds each, one after the other. Without -fuzz, `go test`
 # already runs each target's committed seed corpus (testdata/fuzz/<Target>/)
 # as a unit test; this adds fresh random inputs on top.
-#   scripts/fuzz.sh                 every target, 5 s each
+#   scripts/fuzz.sh                 every target, 3 s each ($FUZZTIME if set)
 #   scripts/fuzz.sh -time 30s       longer
 #   scripts/fuzz.sh -only 'netconf|ipam'   targets whose "<dir> <Target>" matches
 # A failing input is written by Go to <pkg>/testdata/fuzz/<Target>/<hash>:
@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
-fuzztime=5s only=.
+fuzztime=${FUZZTIME:-3s} only=.
 while [ $# -gt 0 ]; do
 	case $1 in
 	-time) fuzztime=$2; shift 2 ;;

@@ -24,6 +24,9 @@ go test -count=1 -timeout 20m ./...
 log "fuzz, short (scripts/fuzz.sh: every target, a few seconds each)"
 ./scripts/fuzz.sh
 
+log "soak, short (scripts/soak.sh: 800 random operations by 16 workers, no leak)"
+./scripts/soak.sh -ops 800 -workers 16
+
 log "cnitool end-to-end"
 ./scripts/e2e-cnitool.sh
 
