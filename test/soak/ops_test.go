@@ -10,7 +10,6 @@ import (
 	"os"
 	"strings"
 	"sync/atomic"
-	"testing"
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
@@ -26,7 +25,6 @@ const callTimeout = 2 * time.Minute
 
 // soak is one run: the node, the live attachments, the counters.
 type soak struct {
-	t       *testing.T
 	n       *node
 	reg     *registry
 	st      *stats
@@ -182,12 +180,9 @@ func (s *soak) verify(net *network, ns *nettest.NS, rt *libcni.RuntimeConf, res 
 	for _, ipc := range r.IPs {
 		a.addrs = append(a.addrs, addrOf(ipc.Address.IP))
 	}
-	var got []netip.Addr
-	for _, p := range nettest.Addrs(s.t, ns, rt.IfName) {
-		got = append(got, p.Addr())
-	}
-	if len(a.addrs) == 0 || !sameAddrs(got, a.addrs) {
-		return nil, fmt.Errorf("%s holds %v on %s, the result says %v", rt.ContainerID, got, rt.IfName, a.addrs)
+	got, err := linkAddrs(ns, rt.IfName)
+	if err != nil || len(a.addrs) == 0 || !sameAddrs(got, a.addrs) {
+		return nil, fmt.Errorf("%s holds %v (%v) on %s, the result says %v", rt.ContainerID, got, err, rt.IfName, a.addrs)
 	}
 	return a, nil
 }
@@ -319,7 +314,12 @@ func (s *soak) gcNet(rng *rand.Rand) *network {
 // holder: a reused address whose new holder was not announced.
 func (s *soak) diagnose(from *nettest.NS, a *att, dst netip.Addr) string {
 	neigh, _ := from.Run("ip", "neigh", "show", "to", dst.String())
-	mac := nettest.Link(s.t, a.ns, a.rt.IfName).Attrs().HardwareAddr.String()
+	mac := "unknown"
+	if nl, err := a.ns.Handle().Netlink(); err == nil {
+		if l, err := nl.LinkByName(a.rt.IfName); err == nil {
+			mac = l.Attrs().HardwareAddr.String()
+		}
+	}
 	if f := strings.Fields(neigh); len(f) > 4 && f[3] == "lladdr" && f[4] != mac {
 		return fmt.Sprintf(": stale neighbour entry %q, the container's MAC is %s (a reused address whose new holder was not announced)", strings.TrimSpace(neigh), mac)
 	}

@@ -9,9 +9,9 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"testing"
 
 	"github.com/containernetworking/cni/libcni"
+	"github.com/vishvananda/netlink"
 
 	"github.com/netdrivers/netdrivers/pkg/netns"
 	"github.com/netdrivers/netdrivers/pkg/nettest"
@@ -154,7 +154,7 @@ func (r *registry) count() int {
 // scan checks the kernel while the soak runs: every idle attachment's
 // interface holds exactly its addresses, and no address is on two of
 // them or on a host shim of the node. It returns the violations.
-func (r *registry) scan(n *node, t testing.TB) []string {
+func (r *registry) scan(n *node) []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	seen := map[netip.Addr]string{}
@@ -169,24 +169,53 @@ func (r *registry) scan(n *node, t testing.TB) []string {
 		if a.busy || !a.net.ownsAddrs {
 			continue
 		}
-		var got []netip.Addr
-		for _, p := range nettest.Addrs(t, a.ns, a.rt.IfName) {
-			got = append(got, p.Addr())
-			note(p.Addr(), a.rt.ContainerID)
+		got, err := linkAddrs(a.ns, a.rt.IfName)
+		for _, ip := range got {
+			note(ip, a.rt.ContainerID)
 		}
-		if !sameAddrs(got, a.addrs) {
-			out = append(out, fmt.Sprintf("kernel: %s on %s holds %v, its result said %v", a.rt.ContainerID, a.net.name, got, a.addrs))
+		if err != nil || !sameAddrs(got, a.addrs) {
+			out = append(out, fmt.Sprintf("kernel: %s on %s holds %v (%v), its result said %v", a.rt.ContainerID, a.net.name, got, err, a.addrs))
 		}
 	}
-	links, _ := n.host.NL(t).LinkList()
+	nl, err := n.host.Handle().Netlink()
+	if err != nil {
+		return append(out, fmt.Sprintf("scan the node: %v", err))
+	}
+	links, _ := nl.LinkList()
 	for _, l := range links {
 		if strings.HasPrefix(l.Attrs().Name, "mvshim") {
-			for _, p := range nettest.Addrs(t, n.host, l.Attrs().Name) {
-				note(p.Addr(), "the host shim "+l.Attrs().Name)
+			got, _ := linkAddrs(n.host, l.Attrs().Name)
+			for _, ip := range got {
+				note(ip, "the host shim "+l.Attrs().Name)
 			}
 		}
 	}
 	return out
+}
+
+// linkAddrs lists the global addresses of a link. Unlike the nettest
+// helpers it returns errors instead of failing the test: it runs on
+// worker goroutines.
+func linkAddrs(ns *nettest.NS, name string) ([]netip.Addr, error) {
+	nl, err := ns.Handle().Netlink()
+	if err != nil {
+		return nil, err
+	}
+	l, err := nl.LinkByName(name)
+	if err != nil {
+		return nil, fmt.Errorf("find %s in %s: %w", name, ns.Name, err)
+	}
+	list, err := nl.AddrList(l, netlink.FAMILY_ALL)
+	if err != nil {
+		return nil, err
+	}
+	var out []netip.Addr
+	for _, a := range list {
+		if a.Scope == int(netlink.SCOPE_UNIVERSE) {
+			out = append(out, addrOf(a.IP))
+		}
+	}
+	return out, nil
 }
 
 func sameAddrs(a, b []netip.Addr) bool {

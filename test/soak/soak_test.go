@@ -43,7 +43,7 @@ func TestSoak(t *testing.T) {
 	if seed == 0 {
 		seed = uint64(time.Now().UnixNano())
 	}
-	s := &soak{t: t, n: n, reg: newRegistry(n.nets), st: newStats(), maxLive: *flagMaxLive}
+	s := &soak{n: n, reg: newRegistry(n.nets), st: newStats(), maxLive: *flagMaxLive}
 	s.left.Store(int64(*flagOps))
 	fmt.Printf("soak: %d operations, %d workers, at most %d live, seed %d\n", *flagOps, *flagWorkers, *flagMaxLive, seed)
 
@@ -59,7 +59,7 @@ func TestSoak(t *testing.T) {
 			case <-stop:
 				return
 			case <-tick.C:
-				dups = append(dups, s.reg.scan(n, t)...)
+				dups = append(dups, s.reg.scan(n)...)
 			}
 		}
 	}()
@@ -78,7 +78,7 @@ func TestSoak(t *testing.T) {
 	wg.Wait()
 	close(stop)
 	<-scanned
-	dups = append(dups, s.reg.scan(n, t)...)
+	dups = append(dups, s.reg.scan(n)...)
 	dups = append(dups, s.reg.dups...)
 	s.teardown()
 	paths := append([]string(nil), s.reg.paths...)
