@@ -276,6 +276,9 @@ func TestHostileEnv(t *testing.T) {
 				t.Fatal(err)
 			}
 			full := n.full(t)
+			// Traversals aim at a name of their own, looked for afterwards.
+			trav := "nd-trav-" + nettest.RandHex(8)
+			up := strings.Repeat("../", 12)
 			nsCode := uint(8)
 			if rebinds(plugin) {
 				nsCode = 103
@@ -289,7 +292,7 @@ func TestHostileEnv(t *testing.T) {
 				delOK bool // DEL with the same input succeeds
 			}{
 				{"container ID with slash", []string{"CNI_CONTAINERID", "a/b"}, nil, 4, "CNI_CONTAINERID", false},
-				{"container ID traversal", []string{"CNI_CONTAINERID", "../../../etc/passwd"}, nil, 4, "CNI_CONTAINERID", false},
+				{"container ID traversal", []string{"CNI_CONTAINERID", up + "tmp/" + trav}, nil, 4, "CNI_CONTAINERID", false},
 				{"container ID dotdot", []string{"CNI_CONTAINERID", ".."}, nil, 4, "CNI_CONTAINERID", false},
 				{"container ID dotdot inside", []string{"CNI_CONTAINERID", "x..y"}, nil, 4, "CNI_CONTAINERID", false},
 				{"container ID over-long", []string{"CNI_CONTAINERID", strings.Repeat("c", 4096)}, nil, 4, "CNI_CONTAINERID", false},
@@ -301,7 +304,8 @@ func TestHostileEnv(t *testing.T) {
 				{"ifname colon", []string{"CNI_IFNAME", "eth0:1"}, nil, 4, "CNI_IFNAME", false},
 				{"ifname dot", []string{"CNI_IFNAME", "."}, nil, 4, "CNI_IFNAME", false},
 				{"ifname space", []string{"CNI_IFNAME", "eth 0"}, nil, 4, "CNI_IFNAME", false},
-				{"network name traversal", nil, map[string]any{"name": "../../etc"}, 7, "network name", false},
+				{"network name traversal", nil, map[string]any{"name": up + "tmp/" + trav}, 7, "network name", false},
+				{"ifname traversal", []string{"CNI_IFNAME", "../" + trav[:8]}, nil, 4, "CNI_IFNAME", false},
 				{"network name slash", nil, map[string]any{"name": "a/b"}, 7, "network name", false},
 				{"network name NUL", nil, map[string]any{"name": "a\x00b"}, 7, "network name", false},
 				{"network name over-long", nil, map[string]any{"name": strings.Repeat("n", 300)}, 7, "network name", false},
@@ -330,6 +334,11 @@ func TestHostileEnv(t *testing.T) {
 			}
 			t.Run("netns is the node", func(t *testing.T) { hostileNodeNS(t, n, plugin) })
 			unchanged(t, "node after every case", full, n.full(t))
+			for _, dir := range []string{"/tmp", "/run", "/"} {
+				if got, _ := filepath.Glob(filepath.Join(dir, trav+"*")); len(got) > 0 {
+					t.Errorf("a traversal created %v", got)
+				}
+			}
 		})
 	}
 }
