@@ -2,7 +2,9 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"log"
 	"net"
 	"net/netip"
 	"strings"
@@ -57,6 +59,9 @@ type Conf struct {
 func defaultBridge(network string) string { return "nd-" + netconf.NetworkHash(network)[:8] }
 
 func load(r *cniplugin.Request[*Conf]) (*Conf, error) {
+	if r.Verb == "DEL" || r.Verb == "GC" {
+		return loadTolerant(r), nil
+	}
 	c := &Conf{}
 	if err := netconf.Decode(r.Stdin, c); err != nil {
 		return nil, err
@@ -88,6 +93,33 @@ func load(r *cniplugin.Request[*Conf]) (*Conf, error) {
 		return nil, err
 	}
 	return c, c.resolvePorts()
+}
+
+// loadTolerant is load for DEL and GC, which must clean up also after a
+// config that ADD refused or that was edited since: every invalid value is
+// logged and replaced by its default. DEL needs little of the config (the
+// key names everything; the firewall backend ADD used is in its record).
+func loadTolerant(r *cniplugin.Request[*Conf]) *Conf {
+	c := &Conf{}
+	var errs []error
+	if err := netconf.Decode(r.Stdin, c); err != nil {
+		errs = append(errs, err)
+		c = &Conf{Base: *r.Base}
+	}
+	errs = append(errs, c.resolveFlags(), c.resolveNames())
+	if c.FirewallBackend != "nftables" && c.FirewallBackend != "iptables" {
+		c.FirewallBackend = "nftables"
+	}
+	if netconf.ValidateIfName(c.Bridge) != nil {
+		c.Bridge = defaultBridge(c.Name)
+	}
+	var err error
+	c.ipam, err = ipam.LoadForDel(r.Stdin, r.Args)
+	errs = append(errs, err)
+	if err := errors.Join(errs...); err != nil {
+		log.Printf("%s with an invalid config, cleaning up anyway: %v", r.Verb, err)
+	}
+	return c
 }
 
 func boolOr(p *bool, def bool) bool {
