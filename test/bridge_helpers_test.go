@@ -219,6 +219,6 @@ func gcErr(t *testing.T, n *node, list *libcni.NetworkConfigList, valid ...*cont
 	conf["cniVersion"], conf["name"] = "1.1.0", list.Name
 	conf["cni.dev/valid-attachments"] = atts
 	stdin, _ := json.Marshal(conf)
-	_, err := n.cni.Exec(t, conf["type"].(string), stdin, map[string]string{"CNI_COMMAND": "GC", "CNI_PATH": nettest.Bins(t)})
+	_, err := n.cni.Exec(t, conf["type"].(string), stdin, map[string]string{"CNI_COMMAND": "GC", "CNI_PATH": strings.Join(n.cni.Path, ":")})
 	return err
 }
