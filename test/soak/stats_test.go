@@ -73,7 +73,11 @@ func (s *stats) violation(what string, net *network, err error) {
 	s.done(what, net, 0, err)
 }
 
-var numbers = regexp.MustCompile(`[0-9a-f]{6,}|[0-9]+`)
+var (
+	macs    = regexp.MustCompile(`([0-9a-f]{2}:){5}[0-9a-f]{2}`)
+	states  = regexp.MustCompile(`REACHABLE|STALE|DELAY|PROBE|FAILED|INCOMPLETE`)
+	numbers = regexp.MustCompile(`[0-9a-f]{6,}|[0-9]+`)
+)
 
 // category is an error's message with numbers and hashes folded, short.
 func category(err error) string {
@@ -82,6 +86,8 @@ func category(err error) string {
 	if errors.As(err, &te) {
 		msg = te.Msg
 	}
+	msg = macs.ReplaceAllString(msg, "MAC")
+	msg = states.ReplaceAllString(msg, "STATE")
 	msg = numbers.ReplaceAllString(msg, "#")
 	if len(msg) > 90 {
 		msg = msg[:90] + "..."
