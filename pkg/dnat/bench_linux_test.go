@@ -12,6 +12,7 @@ import (
 // BenchmarkNftAddDel measures, in-process, one attachment's Add, Check
 // and Del (2 published TCP ports) with 0, 500 and 900 attachments of the
 // same network already in place: the nftables backend must stay flat.
+// Del is the whole verb, closing its netlink socket included.
 //
 //	go test -run '^$' -bench NftAddDel -benchtime 200x ./pkg/dnat/
 func BenchmarkNftAddDel(b *testing.B) {
@@ -31,9 +32,15 @@ func BenchmarkNftAddDel(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			probe := att(existing + 1)
+			// Probes take turns: a host port re-published within the tick
+			// after its Del waits for the retired element (see retire).
+			var probes []*Attachment
+			for i := range 8 {
+				probes = append(probes, att(existing+1+i))
+			}
 			var add, check, del time.Duration
-			for b.Loop() {
+			for n := 0; b.Loop(); n++ {
+				probe := probes[n%len(probes)]
 				t0 := time.Now()
 				if err := be.Add(ctx, bn.Network, probe); err != nil {
 					b.Fatal(err)

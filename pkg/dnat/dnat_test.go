@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
 
 	"github.com/netdrivers/netdrivers/pkg/cnierr"
 	"github.com/netdrivers/netdrivers/pkg/netconf"
@@ -196,9 +197,13 @@ func TestAttElems(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("elements:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
-	m := attMarker(netconf.Key{Network: strings.Repeat("n", 255), ContainerID: strings.Repeat("c", 255), IfName: "eth0"})
-	if len(m.Key) != 16 || m.Key[15] != 0 || len(m.Comment) > maxComment {
-		t.Errorf("marker key %q (%d bytes), comment of %d bytes", m.Key, len(m.Key), len(m.Comment))
+	long := netconf.Key{Network: strings.Repeat("n", 255), ContainerID: strings.Repeat("c", 255), IfName: "eth0"}
+	if m := attMarker(long); m.Map != setAtts || len(m.Key) != 16 || m.Key[15] != 0 {
+		t.Errorf("marker %s %q (%d bytes), want a NUL-terminated ifname", m.Map, m.Key, len(m.Key))
+	}
+	msg := elemsMsg(unix.NFT_MSG_NEWSETELEM, 0, long, setAtts, []pubElem{attMarker(long)}, 0)
+	if len(msg.Data) > 400 || !strings.Contains(string(msg.Data), "netdrivers "+long.Hash()) {
+		t.Errorf("marker message of %d bytes: the comment must be its tag, cut to the kernel's 256-byte user data", len(msg.Data))
 	}
 }
 

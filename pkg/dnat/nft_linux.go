@@ -51,18 +51,23 @@ func isNotExist(err error) bool { return errors.Is(err, unix.ENOENT) }
 // Add installs, in the host namespace, the network's shared objects when
 // missing and the attachment's map elements in one batch: no rule, no
 // chain, nothing whose cost grows with the attachments already there.
-// Equivalent to: nft add element inet netdrivers dnat4-any { tcp . 8080 : 10.244.1.10 . 80 } ...
+// Equivalent to: nft create element inet netdrivers dnat4-any { tcp . 8080 : 10.244.1.10 . 80 } ...
 func (b *nftBackend) Add(ctx context.Context, n *Network, a *Attachment) (err error) {
 	ms, err := checkAdd(n, a)
 	if err != nil {
 		return err
+	}
+	elems := attElems(ms)
+	var ahead []*nftGet // what is in the way, asked with the network's probe
+	if len(elems) > 0 {
+		ahead = elemGets(withMarker(a.Key, elems))
 	}
 	c, err := b.conn()
 	if err != nil {
 		return err
 	}
 	defer c.close()
-	if err := b.ensureNetwork(ctx, c, n); err != nil {
+	if err := b.ensureNetwork(ctx, c, n, ahead...); err != nil {
 		return err
 	}
 	if old, err := b.rec.get(a.Key); err != nil || old != nil {
@@ -70,6 +75,7 @@ func (b *nftBackend) Add(ctx context.Context, n *Network, a *Attachment) (err er
 		if err := b.unpublish(c, a.Key, old); err != nil {
 			return err
 		}
+		ahead = nil // ask again
 	}
 	var u undo.Stack
 	defer u.OnError(&err)
@@ -77,8 +83,8 @@ func (b *nftBackend) Add(ctx context.Context, n *Network, a *Attachment) (err er
 		return err
 	}
 	u.Push(func() error { return b.rec.del(a.Key) })
-	if elems := attElems(ms); len(elems) > 0 {
-		if err := b.publish(c, a.Key, elems); err != nil {
+	if len(elems) > 0 {
+		if err := b.publish(c, a.Key, elems, ahead); err != nil {
 			return err
 		}
 		u.Push(func() error { return b.retire(c, a.Key, elems) })
@@ -101,15 +107,21 @@ func checkAdd(n *Network, a *Attachment) ([]mapping, error) {
 	return ms, nil
 }
 
-// publish adds an attachment's elements and its marker in one batch. A
-// host port that another attachment publishes fails with ErrPortInUse;
-// one whose owner's Del is retiring it (it expires within a tick) is
-// waited for, and the batch sent again.
-func (b *nftBackend) publish(c *nftConn, key netconf.Key, elems []pubElem) error {
-	err := addElems(c, key, elems, 0)
-	if errors.Is(err, unix.EEXIST) {
-		if err = b.waitRetiring(c, key, elems); err == nil {
-			err = addElems(c, key, elems, 0)
+// publish adds an attachment's elements and its marker in one
+// transaction that refuses existing elements, after making way for them
+// (ahead holds the answers to elemGets, or is nil to ask now). A refused
+// transaction is rolled back, which costs an RCU grace period, so what is
+// in the way is looked at first; the kernel's refusal only settles races.
+// A host port another attachment publishes fails with ErrPortInUse.
+func (b *nftBackend) publish(c *nftConn, key netconf.Key, elems []pubElem, ahead []*nftGet) error {
+	all := withMarker(key, elems)
+	err := b.makeWay(c, key, all, ahead)
+	if err == nil {
+		err = addElems(c, key, all, 0, true)
+	}
+	for try := 0; try < 2 && (errors.Is(err, unix.EEXIST) || errors.Is(err, unix.EBUSY)); try++ {
+		if err = b.makeWay(c, key, all, nil); err == nil {
+			err = addElems(c, key, all, 0, true)
 		}
 	}
 	switch {
@@ -121,29 +133,49 @@ func (b *nftBackend) publish(c *nftConn, key netconf.Key, elems []pubElem) error
 	return cnierr.Wrap(cnierr.IOFailure, fmt.Errorf("add nftables elements of %s: %w", key.Hash(), err))
 }
 
-// waitRetiring looks at the elements that clash with elems: it names the
-// owner of one that is live, and waits for those being retired to expire.
-func (b *nftBackend) waitRetiring(c *nftConn, key netconf.Key, elems []pubElem) error {
+// elemGets asks for each element.
+func elemGets(elems []pubElem) []*nftGet {
 	gets := make([]*nftGet, len(elems))
 	for i, e := range elems {
 		gets[i] = getElem(e.Map, e.Key)
 	}
-	if err := c.get(gets...); err != nil {
-		return err
+	return gets
+}
+
+// makeWay looks at what holds the keys of all (the answers in gets, or
+// asked now): it waits for elements a Del is retiring (they expire within
+// a tick), retires live ones of this attachment first (left by an Add
+// whose record was lost), and names the owner of one that another
+// attachment holds.
+func (b *nftBackend) makeWay(c *nftConn, key netconf.Key, all []pubElem, gets []*nftGet) error {
+	if gets == nil {
+		if gets = elemGets(all); c.get(gets...) != nil {
+			return nil // let the kernel decide
+		}
 	}
-	var dying []pubElem
+	var dying, stale []pubElem
 	for i, g := range gets {
 		got, ok, err := g.elem()
 		switch {
 		case err != nil:
-			return fmt.Errorf("get element of map %s for %s: %w", elems[i].Map, elems[i], err)
-		case ok && got.Timeout > 0:
-			dying = append(dying, elems[i])
-		case ok && (got.Comment != key.Hash() || !bytes.Equal(got.Val, elems[i].Val)):
-			return fmt.Errorf("%w: %s is published by %s", ErrPortInUse, elems[i], ownerOf(c, got.Comment))
+			return fmt.Errorf("get element of %s for %s: %w", all[i].Map, all[i], err)
+		case !ok:
+		case got.Timeout > 0:
+			dying = append(dying, all[i])
+		case all[i].Map == setAtts || got.Comment == key.Hash():
+			e := all[i]
+			e.Val = got.Val
+			stale = append(stale, e)
+		default:
+			return fmt.Errorf("%w: %s is published by %s", ErrPortInUse, all[i], ownerOf(c, got.Comment))
 		}
 	}
-	return waitGone(c, dying, b.retireTimeout())
+	if len(stale) > 0 {
+		if err := expireElems(c, key, stale, b.retireTimeout()); err != nil {
+			return err
+		}
+	}
+	return waitGone(c, append(dying, stale...), b.retireTimeout())
 }
 
 // ownerOf names the attachment whose hash is h, from its marker's comment.

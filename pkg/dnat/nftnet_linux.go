@@ -15,11 +15,11 @@ import (
 
 // ensureNetwork makes network n's shared objects exist as n describes
 // them, and the FORWARD guard where a policy drops. The fast path is one
-// round trip of GETs, a small file read and a getsockopt where
-// iptables-legacy is loaded; creation and changes happen under the store
-// lock, in one batch.
-func (b *nftBackend) ensureNetwork(ctx context.Context, c *nftConn, n *Network) error {
-	p, err := b.probe(c, n)
+// round trip of GETs (with the caller's own requests extra), a small file
+// read and a getsockopt where iptables-legacy is loaded; creation and
+// changes happen under the store lock, in one batch.
+func (b *nftBackend) ensureNetwork(ctx context.Context, c *nftConn, n *Network, extra ...*nftGet) error {
+	p, err := b.probe(c, n, extra...)
 	if err == nil && p.current(n) {
 		return ensureSysctls(b.host, n)
 	}
@@ -28,7 +28,7 @@ func (b *nftBackend) ensureNetwork(ctx context.Context, c *nftConn, n *Network) 
 		return err
 	}
 	defer l.Unlock()
-	if p, err = b.probe(c, n); err != nil {
+	if p, err = b.probe(c, n, extra...); err != nil {
 		return cnierr.Wrap(cnierr.IOFailure, err)
 	}
 	if !p.chains || !p.rec.current(n) {
@@ -63,12 +63,13 @@ func (p netProbe) current(n *Network) bool {
 }
 
 // probe asks for the attachments set (only chains of this layout are
-// current), n's post chain and the FORWARD policies in one round trip.
-func (b *nftBackend) probe(c *nftConn, n *Network) (netProbe, error) {
+// current), n's post chain, the FORWARD policies and extra in one round
+// trip.
+func (b *nftBackend) probe(c *nftConn, n *Network, extra ...*nftGet) (netProbe, error) {
 	var p netProbe
 	ours := getSet(setAtts)
 	post := getChain(nftables.TableFamilyINet, tableName, netChainName(n.Name, "post"))
-	fwd, err := b.guard.states(c, n, ours, post)
+	fwd, err := b.guard.states(c, n, append([]*nftGet{ours, post}, extra...)...)
 	if err != nil {
 		return p, err
 	}

@@ -261,10 +261,16 @@ func attElems(ms []mapping) []pubElem {
 	return out
 }
 
-// attMarker is an attachment's element in the attachments set: its hash
-// (cut to what an ifname holds) with its owner as the comment.
-func attMarker(k netconf.Key) nftables.SetElement {
-	return nftables.SetElement{Key: ifname(k.Hash()[:15]), Comment: truncate(tag(k), maxComment)}
+// attMarker is an attachment's element in the attachments set: its hash,
+// cut to what an ifname holds (the comment, its tag, has all of it).
+func attMarker(k netconf.Key) pubElem {
+	return pubElem{Map: setAtts, Key: ifname(k.Hash()[:15])}
+}
+
+// withMarker is elems and the attachment's marker: what Add adds and Del
+// retires, together.
+func withMarker(k netconf.Key, elems []pubElem) []pubElem {
+	return append(slices.Clone(elems), attMarker(k))
 }
 
 // maxComment keeps comments within the kernel's 256-byte user data.
