@@ -8,6 +8,7 @@
 #   scripts/bench.sh --out DIR  results elsewhere (default test/bench/out/, gitignored)
 #   scripts/bench.sh --rev REV  plugins built from commit REV, not the working tree
 #   scripts/bench.sh -strace DIR  also strace (-f -C -tt -T) 3 lifecycles per scenario at its largest W
+#   scripts/bench.sh -perf DIR    also perf record -g them (plugins built unstripped for Go symbols)
 # Other flags go to the Go program (go run ./test/bench -h). Results:
 # <out>/<timestamp>/{report.md,results.json,plot.svg}, <out>/latest points there.
 # Uses $NETDRIVERS_BIN when set (prebuilt plugins), else builds them.
@@ -18,7 +19,7 @@ need_root
 ensure_pkgs ip:iproute2 nft:nftables iptables:iptables
 
 cmdline="scripts/bench.sh $*"
-args=() out=test/bench/out rev=
+args=() out=test/bench/out rev= ldflags="-s -w"
 while [ $# -gt 0 ]; do
 	case $1 in
 	--quick) args+=(-quick); shift ;;
@@ -26,7 +27,8 @@ while [ $# -gt 0 ]; do
 	--out) out=$2; shift 2 ;;
 	--rev) rev=$(git rev-parse --short "$2"); shift 2 ;;
 	-strace) ensure_pkgs strace:strace; args+=(-strace "$(mkdir -p "$2" && cd "$2" && pwd)"); shift 2 ;;
-	-h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+	-perf) ensure_pkgs perf:linux-perf; args+=(-perf "$(mkdir -p "$2" && cd "$2" && pwd)"); ldflags=; shift 2 ;;
+	-h|--help) sed -n '2,15p' "$0"; exit 0 ;;
 	*) args+=("$1"); shift ;;
 	esac
 done
@@ -43,19 +45,20 @@ if [ -n "$rev" ]; then
 	git archive "$rev" | tar -x -C "$src"
 	args+=(-plugins-rev "$rev")
 fi
-if [ -z "$rev" ] && [ -n "${NETDRIVERS_BIN:-}" ] && [ -x "$NETDRIVERS_BIN/none" ]; then
+if [ -z "$rev" ] && [ -n "$ldflags" ] && [ -n "${NETDRIVERS_BIN:-}" ] && [ -x "$NETDRIVERS_BIN/none" ]; then
 	bin=$(cd "$NETDRIVERS_BIN" && pwd)
 else
 	bin=$build/bin
 	rm -rf "$bin"
 	log "build plugins${rev:+ at $rev}"
-	if ! (cd "$src" && ./scripts/build.sh "$bin") 2>"$build/build.log"; then
+	# -perf needs symbols: then every plugin is built one by one, unstripped.
+	if [ -z "$ldflags" ] || ! (cd "$src" && ./scripts/build.sh "$bin") 2>"$build/build.log"; then
 		# A plugin that does not build only skips its scenarios.
-		log "not every plugin builds; building them one by one"
+		[ -n "$ldflags" ] && log "not every plugin builds; building them one by one"
 		for d in "$src"/plugins/*/; do
 			d=plugins/$(basename "$d")
 			name=$(basename "$d")
-			if ! (cd "$src" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$bin/$name" "./$d") 2>"$build/$name.log"; then
+			if ! (cd "$src" && CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$bin/$name" "./$d") 2>"$build/$name.log"; then
 				log "warning: $name does not build, its scenarios are skipped:"
 				head -5 "$build/$name.log" >&2
 				rm -f "$bin/$name"

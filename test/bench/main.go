@@ -30,7 +30,7 @@ type config struct {
 	oursBin, refBin, noopBin string
 	rusageBin                string
 	pluginsRev               string
-	straceDir                string
+	straceDir, perfDir       string
 	only                     *regexp.Regexp
 	cs                       []int
 	fillC                    int
@@ -56,6 +56,7 @@ func parseFlags() (*config, error) {
 	flag.StringVar(&cfg.oursBin, "bin", "", "directory with our plugins (required)")
 	flag.StringVar(&cfg.noopBin, "noop", "", "directory with the noop plugin (required)")
 	flag.StringVar(&cfg.straceDir, "strace", "", "also record untimed lifecycles at the largest W under strace -f -C -tt -T into this directory")
+	flag.StringVar(&cfg.perfDir, "perf", "", "also record untimed lifecycles at the largest W under perf record -g into this directory")
 	flag.StringVar(&cfg.pluginsRev, "plugins-rev", "", "the commit our plugins were built from (default: the working tree)")
 	flag.StringVar(&cfg.rusageBin, "rusage", "", "the rusage helper (required)")
 	flag.StringVar(&cfg.refBin, "ref", "", "directory with the reference plugins (default: build them into .cache)")
@@ -79,12 +80,15 @@ func parseFlags() (*config, error) {
 		}
 		cfg.only = re
 	}
-	if cfg.straceDir != "" {
-		if _, err := exec.LookPath("strace"); err != nil {
-			return nil, fmt.Errorf("-strace: %w", err)
+	for tool, dir := range map[string]string{"strace": cfg.straceDir, "perf": cfg.perfDir} {
+		if dir == "" {
+			continue
 		}
-		if err := os.MkdirAll(cfg.straceDir, 0o755); err != nil {
-			return nil, fmt.Errorf("-strace: %w", err)
+		if _, err := exec.LookPath(tool); err != nil {
+			return nil, fmt.Errorf("-%s: %w", tool, err)
+		}
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("-%s: %w", tool, err)
 		}
 	}
 	return cfg, nil

@@ -41,6 +41,7 @@ type Fill struct {
 	W          int     `json:"w"`
 	Seconds    float64 `json:"seconds"`
 	FailedADDs int     `json:"failed_adds,omitempty"`
+	Missing    int     `json:"missing,omitempty"` // attachments that failed every attempt
 	FirstError string  `json:"first_error,omitempty"`
 }
 
@@ -214,9 +215,10 @@ func (p *pluginBench) fillTo(ctx context.Context, w int) (Fill, error) {
 		return err
 	})
 	p.live = w
-	f := Fill{W: w, Seconds: time.Since(start).Seconds(), FailedADDs: fails, FirstError: first}
-	if v.Summary.Errors > 0 {
-		return f, fmt.Errorf("fill to W=%d: %d attachments failed %d times, first: %s", w, v.Summary.Errors, fillAttempts, v.FirstError)
+	f := Fill{W: w, Seconds: time.Since(start).Seconds(), FailedADDs: fails, Missing: v.Summary.Errors, FirstError: first}
+	// A few attachments short of W changes nothing measurable; more does.
+	if v.Summary.Errors > w/100+1 || ctx.Err() != nil {
+		return f, fmt.Errorf("fill to W=%d: %d attachments failed %d times, first: %s", w, v.Summary.Errors, fillAttempts, cmp.Or(v.FirstError, first))
 	}
 	return f, nil
 }
@@ -282,7 +284,9 @@ func runPlugin(ctx context.Context, sc Scenario, cfg *config, env *hostEnv, u *u
 			}
 			progress("  %s: filled to W=%d in %.1f s", sc.Name, w, f.Seconds)
 			if f.FailedADDs > 0 {
-				progress("  %s: WARNING: %d ADDs failed while filling and were retried; first: %s", sc.Name, f.FailedADDs, f.FirstError)
+				progress("  %s: WARNING: %d ADDs failed while filling and were retried (%d attachments never came up); first: %s",
+					sc.Name, f.FailedADDs, f.Missing, f.FirstError)
+				roundErrs = append(roundErrs, fmt.Errorf("fill to W=%d: %d ADDs failed, first: %s", w, f.FailedADDs, f.FirstError))
 			}
 		}
 		for _, c := range cfg.cs {
@@ -299,8 +303,10 @@ func runPlugin(ctx context.Context, sc Scenario, cfg *config, env *hostEnv, u *u
 				r.Verbs["ADD"].Summary.P50, r.Verbs["CHECK"].Summary.P50, r.Verbs["DEL"].Summary.P50)
 		}
 	}
-	if cfg.straceDir != "" {
-		roundErrs = append(roundErrs, p.strace(ctx))
+	for tool, dir := range map[string]string{"strace": cfg.straceDir, "perf": cfg.perfDir} {
+		if dir != "" {
+			roundErrs = append(roundErrs, p.profile(ctx, tool, dir))
+		}
 	}
 	// Peak RSS, at the largest W: untimed, each plugin under the helper.
 	p.cni.rss.Store(true)
@@ -308,18 +314,18 @@ func runPlugin(ctx context.Context, sc Scenario, cfg *config, env *hostEnv, u *u
 	return errors.Join(append(roundErrs, p.lifecycles(ctx, "rss", rssLifecycles))...)
 }
 
-// strace records, at the largest W, untimed lifecycles with every plugin
-// call under strace, for profiling a missed target.
-func (p *pluginBench) strace(ctx context.Context) error {
-	prefix := filepath.Join(p.cfg.straceDir, fmt.Sprintf("%s-W%d", strings.NewReplacer("/", "-", "+", "-").Replace(p.sc.Name), p.live))
-	p.cni.strace.Store(&prefix)
-	defer p.cni.strace.Store(nil)
-	progress("  %s: strace of %d lifecycles into %s-*", p.sc.Name, straceLifecycles, prefix)
-	return p.lifecycles(ctx, "strace", straceLifecycles)
+// profile records, at the largest W, untimed lifecycles with every plugin
+// call under strace or perf, for finding out why a target is missed.
+func (p *pluginBench) profile(ctx context.Context, tool, dir string) error {
+	prefix := filepath.Join(dir, fmt.Sprintf("%s-W%d", strings.NewReplacer("/", "-", "+", "-").Replace(p.sc.Name), p.live))
+	p.cni.profile.Store(&profiler{tool, prefix})
+	defer p.cni.profile.Store(nil)
+	progress("  %s: %s of %d lifecycles into %s-*", p.sc.Name, tool, profileLifecycles, prefix)
+	return p.lifecycles(ctx, tool, profileLifecycles)
 }
 
-// straceLifecycles is how many ADD/CHECK/DEL cycles -strace records.
-const straceLifecycles = 3
+// profileLifecycles is how many ADD/CHECK/DEL cycles -strace and -perf record.
+const profileLifecycles = 3
 
 // rssLifecycles is how many ADD/CHECK/DEL cycles record peak RSS.
 const rssLifecycles = 5

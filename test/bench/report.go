@@ -202,7 +202,7 @@ func (r *Report) markdown() string {
 		for _, f := range run.Fill {
 			line += fmt.Sprintf("; fill to W=%d took %.0f s", f.W, f.Seconds)
 			if f.FailedADDs > 0 {
-				line += fmt.Sprintf(" (**%d ADDs failed and were retried**, first: %s)", f.FailedADDs, firstLine(f.FirstError))
+				line += fmt.Sprintf(" (**%d ADDs failed and were retried, %d never came up**, first: %s)", f.FailedADDs, f.Missing, firstLine(f.FirstError))
 			}
 		}
 		b.WriteString(line + "\n")

@@ -41,11 +41,11 @@ type runner struct {
 	usage  *usage
 	rusage string // path of the rusage helper
 	rss    atomic.Bool
-	// strace, when set, is a file name prefix: each plugin call then runs
-	// under strace -f -C -tt -T (trace and syscall summary) into its own file.
-	strace atomic.Pointer[string]
-	calls  atomic.Int64
-	cpu    atomic.Int64 // ns of user+sys time of every exec since the last takeCPU
+	// profile, when set, runs each plugin call under a profiler writing
+	// into its own file.
+	profile atomic.Pointer[profiler]
+	calls   atomic.Int64
+	cpu     atomic.Int64 // ns of user+sys time of every exec since the last takeCPU
 }
 
 // takeCPU returns the CPU time the plugins used since the last call.
@@ -72,9 +72,9 @@ func (r *runner) ExecPlugin(ctx context.Context, path string, stdin []byte, envi
 		defer report.Close()
 		cmd = exec.CommandContext(ctx, r.rusage, path)
 		cmd.ExtraFiles = []*os.File{w}
-	} else if prefix := r.strace.Load(); prefix != nil {
-		out := fmt.Sprintf("%s-%s-%s-%d.strace", *prefix, key.Verb, key.Plugin, r.calls.Add(1))
-		cmd = exec.CommandContext(ctx, "strace", "-f", "-C", "-tt", "-T", "-o", out, path)
+	} else if prof := r.profile.Load(); prof != nil {
+		out := fmt.Sprintf("%s-%s-%s-%d.%s", prof.prefix, key.Verb, key.Plugin, r.calls.Add(1), prof.tool)
+		cmd = exec.CommandContext(ctx, prof.tool, append(profileArgs[prof.tool], out, path)...)
 	}
 	cmd.Env = append(environ, r.env...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = bytes.NewReader(stdin), &stdout, &stderr
@@ -99,6 +99,17 @@ func (r *runner) ExecPlugin(ctx context.Context, path string, stdin []byte, envi
 		return nil, pluginErr(path, err, stdout.Bytes(), stderr.Bytes())
 	}
 	return stdout.Bytes(), nil
+}
+
+// profiler names a profiling tool and the prefix of its output files.
+type profiler struct{ tool, prefix string }
+
+// profileArgs precede "OUTPUT PLUGIN" for each tool: strace keeps the
+// trace with timings and a syscall summary; perf samples user and kernel
+// stacks (the plugins must be built unstripped for Go symbols).
+var profileArgs = map[string][]string{
+	"strace": {"-f", "-C", "-tt", "-T", "-o"},
+	"perf":   {"record", "-q", "-g", "-e", "cpu-clock", "-F", "20000", "-o"},
 }
 
 // FindInPath implements invoke.Exec.
