@@ -371,3 +371,39 @@ func TestOldLayoutUpgrade(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestGetAskedAgain: a GET asked twice reports the second answer (the
+// network probe can run twice in one ADD).
+func TestGetAskedAgain(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	w := newWorld(t)
+	bn := w.newBridge(1, ModeNAT)
+	a := w.addCtr(bn, 0)
+	be := newNft(w.host.Handle(), w.store)
+	att := a.attachment(port("tcp", "", 8080, 80))
+	if err := be.Add(ctx, bn.Network, a.attachment()); err != nil { // the table, nothing published
+		t.Fatal(err)
+	}
+	c, err := be.conn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.close()
+	ms, _ := att.mappings(bn.Network)
+	g := getElem(mapAny4, attElems(ms)[0].Key)
+	for _, want := range []bool{false, true} {
+		if err := c.get(g); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok, err := g.elem(); ok != want || err != nil {
+			t.Fatalf("element found %v (%v), want %v", ok, err, want)
+		}
+		if err := be.Add(ctx, bn.Network, att); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := be.GC(ctx, bn.Network, nil); err != nil {
+		t.Fatal(err)
+	}
+}

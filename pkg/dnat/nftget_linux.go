@@ -99,6 +99,7 @@ func (c *nftConn) get(reqs ...*nftGet) error {
 	msgs := make([]netlink.Message, len(reqs))
 	for i, r := range reqs {
 		msgs[i] = r.msg
+		r.reply, r.err = netlink.Message{}, nil // a request can be asked again
 	}
 	sent, err := c.nl.SendMessages(msgs)
 	if err != nil {
