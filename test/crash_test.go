@@ -171,7 +171,7 @@ func moments(d time.Duration, count int) []time.Duration {
 func (r *crashRun) cleanup(t *testing.T, how string, env map[string]string) {
 	t.Helper()
 	if how == "DEL" {
-		del := maps(env, "CNI_COMMAND", "DEL")
+		del := withKey(env, "CNI_COMMAND", "DEL")
 		if _, err := r.exec(t, r.v.plugin, r.conf, del); err != nil {
 			t.Errorf("DEL after the kill: %v", err)
 		}
@@ -181,14 +181,14 @@ func (r *crashRun) cleanup(t *testing.T, how string, env map[string]string) {
 	if r.keeper != nil {
 		valid = append(valid, map[string]string{"containerID": r.keeper["CNI_CONTAINERID"], "ifname": "eth0"})
 	}
-	conf := maps(r.conf, "cni.dev/valid-attachments", any(valid))
+	conf := withKey(r.conf, "cni.dev/valid-attachments", any(valid))
 	if _, err := r.exec(t, r.v.plugin, conf, map[string]string{"CNI_COMMAND": "GC", "CNI_PATH": nettest.Bins(t)}); err != nil {
 		t.Errorf("GC after the kill: %v", err)
 	}
 }
 
-// maps copies m with k set to v.
-func maps[V any](m map[string]V, k string, v V) map[string]V {
+// withKey copies m with k set to v.
+func withKey[V any](m map[string]V, k string, v V) map[string]V {
 	out := make(map[string]V, len(m)+1)
 	for key, val := range m {
 		out[key] = val
@@ -335,7 +335,7 @@ func (r *crashRun) killDels(t *testing.T, how string, d time.Duration) {
 	for _, m := range moments(d, 5) {
 		cont, env, _ := r.attach(t, r.v.plugin, r.conf)
 		where := "inside"
-		if r.killAfter(t, maps(env, "CNI_COMMAND", "DEL"), m) {
+		if r.killAfter(t, withKey(env, "CNI_COMMAND", "DEL"), m) {
 			where = "late"
 		}
 		r.out["DEL "+where]++
