@@ -367,6 +367,17 @@ func TestOldLayoutUpgrade(t *testing.T) {
 	if out := w.host.MustRun(t, "nft", "list", "chain", "inet", tableName, chainPub); strings.Contains(out, "vmap") {
 		t.Errorf("the published chain still holds the old lookups:\n%s", out)
 	}
+	// A network that exists (chains, record) in a table without the
+	// attachments set is of the older layout too.
+	if err := be.Del(ctx, bn.Network, att.Key); err != nil {
+		t.Fatal(err)
+	}
+	w.host.MustRun(t, "nft", "delete", "set", "inet", tableName, setAtts)
+	w.host.MustRun(t, "nft", "flush", "chain", "inet", tableName, chainPub)
+	if err := be.Add(ctx, bn.Network, att); err != nil {
+		t.Fatal(err)
+	}
+	reach(t, w.client, "tcp", join(hostOut6, 8080), "A")
 	if err := be.GC(ctx, bn.Network, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -403,6 +414,48 @@ func TestGetAskedAgain(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	if err := be.GC(ctx, bn.Network, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestManyPorts (nftables): an attachment publishing 1024 ports (the
+// plugin's limit) in both families is added, checked and retired; its
+// GETs do not overflow the socket.
+func TestManyPorts(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	w := newWorld(t)
+	bn := w.newBridge(1, ModeNAT)
+	a := w.addCtr(bn, 0)
+	be := w.backend(backendCase{kind: BackendNftables})
+	nettest.Listen(t, a.ns, "tcp", ":80", "A")
+	if err := be.Add(ctx, bn.Network, a.attachment()); err != nil { // the network, nothing published
+		t.Fatal(err)
+	}
+	before := w.ruleset()
+	att := a.attachment()
+	for i := range 1024 {
+		att.Ports = append(att.Ports, port("tcp", "", uint16(30000+i), 80))
+	}
+	if err := be.Add(ctx, bn.Network, att); err != nil {
+		t.Fatal(err)
+	}
+	if err := be.Check(ctx, bn.Network, att); err != nil {
+		t.Fatal(err)
+	}
+	reach(t, w.client, "tcp", join(hostOut4, 31023), "A")
+	reach(t, w.client, "tcp", join(hostOut6, 30000), "A")
+	if err := be.Add(ctx, bn.Network, att); err != nil { // again, without DEL: retires and re-adds all
+		t.Fatal(err)
+	}
+	if err := be.Del(ctx, bn.Network, att.Key); err != nil {
+		t.Fatal(err)
+	}
+	if err := be.Check(ctx, bn.Network, att); !errors.Is(err, ErrMissing) {
+		t.Fatalf("Check after Del = %v, want ErrMissing", err)
+	}
+	w.settles(t, before, "ruleset after Del")
 	if err := be.GC(ctx, bn.Network, nil); err != nil {
 		t.Fatal(err)
 	}

@@ -59,7 +59,11 @@ func dataValue(b []byte) []byte {
 	return v
 }
 
-// elemsMsgs groups elems by set, one message per set, in a fixed order.
+// elemsPerMsg keeps an element list within a netlink attribute's 64 KiB
+// (an element is at most ~100 bytes).
+const elemsPerMsg = 256
+
+// elemsMsgs groups elems by set, in a fixed order, elemsPerMsg a message.
 func elemsMsgs(typ uint16, flags netlink.HeaderFlags, key netconf.Key, elems []pubElem, timeout time.Duration) []netlink.Message {
 	var msgs []netlink.Message
 	for _, set := range append(pubMaps, setAtts) {
@@ -69,8 +73,10 @@ func elemsMsgs(typ uint16, flags netlink.HeaderFlags, key netconf.Key, elems []p
 				in = append(in, e)
 			}
 		}
-		if len(in) > 0 {
-			msgs = append(msgs, elemsMsg(typ, flags, key, set, in, timeout))
+		for len(in) > 0 {
+			n := min(len(in), elemsPerMsg)
+			msgs = append(msgs, elemsMsg(typ, flags, key, set, in[:n], timeout))
+			in = in[n:]
 		}
 	}
 	return msgs

@@ -91,11 +91,22 @@ func getElem(set string, key []byte) *nftGet {
 	})}
 }
 
-// get sends every request in one write and reads the answers: one round
-// trip however many objects are asked for. The kernel answers a
+// getBurst bounds the requests in one write: their answers must fit the
+// socket's receive buffer, or the kernel drops some (an attachment can
+// publish a thousand ports).
+const getBurst = 64
+
+// get sends the requests, getBurst in one write, and reads the answers:
+// one round trip for an attachment's few objects. The kernel answers a
 // non-dump GET with exactly one message (the object or an error), in
 // order, so the n-th answer belongs to the n-th request.
 func (c *nftConn) get(reqs ...*nftGet) error {
+	for len(reqs) > getBurst {
+		if err := c.get(reqs[:getBurst]...); err != nil {
+			return err
+		}
+		reqs = reqs[getBurst:]
+	}
 	msgs := make([]netlink.Message, len(reqs))
 	for i, r := range reqs {
 		msgs[i] = r.msg

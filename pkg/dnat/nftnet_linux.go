@@ -31,7 +31,7 @@ func (b *nftBackend) ensureNetwork(ctx context.Context, c *nftConn, n *Network, 
 	if p, err = b.probe(c, n, extra...); err != nil {
 		return cnierr.Wrap(cnierr.IOFailure, err)
 	}
-	if !p.chains || !p.rec.current(n) {
+	if !p.table || !p.chains || !p.rec.current(n) {
 		if err := b.writeNetwork(c, n, p); err != nil {
 			return err
 		}
