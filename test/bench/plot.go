@@ -35,27 +35,25 @@ const (
 	panelW, panelH = 470, 330
 	padL, padR     = 58, 14
 	padT, padB     = 34, 40
-	legendH        = 120
 )
+
+// legendH is the height of the legend below the panels: a line of text
+// and three entries per row.
+func legendH(entries int) int { return 40 + (entries+2)/3*22 }
 
 // plot draws ADD and DEL p50 against W at C=1 for ours and the
 // reference, with the exec and kernel floors as horizontal lines, on a
 // logarithmic latency axis. Hand-written SVG, no external tools.
 func (r *Report) plot() string {
 	var b strings.Builder
-	width, height := 2*panelW, panelH+legendH
+	ss := r.plotSeries("ADD")
+	width, height := 2*panelW, panelH+legendH(len(ss))
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="12">`+"\n",
 		width, height, width, height)
 	fmt.Fprintf(&b, `<rect width="%d" height="%d" fill="white"/>`+"\n", width, height)
-	var all []series
-	for i, verb := range []string{"ADD", "DEL"} {
-		ss := r.plotSeries(verb)
-		r.panel(&b, float64(i*panelW), verb, ss)
-		if i == 0 {
-			all = ss
-		}
-	}
-	legend(&b, all, panelH+8)
+	r.panel(&b, 0, "ADD", ss)
+	r.panel(&b, panelW, "DEL", r.plotSeries("DEL"))
+	legend(&b, ss, panelH+8)
 	b.WriteString("</svg>\n")
 	return b.String()
 }

@@ -199,7 +199,11 @@ func (r *Report) targets() []Target {
 		wref = 0
 	}
 	for _, c := range r.cfg.cs {
-		for verb, want := range map[string]float64{"ADD": 30, "DEL": 5} {
+		for _, vw := range []struct {
+			verb string
+			want float64
+		}{{"ADD", 30}, {"DEL", 5}} {
+			verb, want := vw.verb, vw.want
 			v := r.findRatio("ref/ours", nft, "ref/bridge+portmap-best", wref, c, verb)
 			out = append(out, Target{fmt.Sprintf("bridge-nft %s p50 vs reference bridge+portmap (faster backend) at W=%d, C=%d", verb, wref, c),
 				fmt.Sprintf("≥ %.0f× faster", want), fmtX(v), verdict(v >= want, usable(v))})
