@@ -9,8 +9,9 @@ import (
 )
 
 // FuzzLoad: no config, CNI_ARGS or runtimeConfig makes load panic or fail
-// without a CNI code, and what it accepts is what add relies on. Seeds in
-// testdata/fuzz/FuzzLoad; scripts/fuzz.sh runs it.
+// without a CNI code; DEL and GC never refuse the config; what it accepts
+// is what add and teardown rely on. Seeds in testdata/fuzz/FuzzLoad;
+// scripts/fuzz.sh runs it.
 func FuzzLoad(f *testing.F) {
 	f.Add([]byte(`{"cniVersion":"1.0.0","name":"n","type":"host-local-bridge","ipam":{"type":"host-local","subnet":"10.0.0.0/24"}}`), "", uint8(0))
 	f.Fuzz(func(t *testing.T, conf []byte, cniArgs string, verb uint8) {
@@ -22,6 +23,9 @@ func FuzzLoad(f *testing.F) {
 		c, err := load(r)
 		nettest.Coded(t, "load", err)
 		if err != nil {
+			if r.Verb == "DEL" || r.Verb == "GC" {
+				t.Fatalf("%s refused the config: %v", r.Verb, err) // it must clean up after a refused ADD
+			}
 			return
 		}
 		if netconf.ValidateIfName(c.Bridge) != nil {
@@ -29,6 +33,7 @@ func FuzzLoad(f *testing.F) {
 		}
 		switch c.mode {
 		case dnat.ModeNAT, dnat.ModeNATUnprotected, dnat.ModeRouted, dnat.ModeIsolated:
+		case "": // dnat's default (nat): DEL and GC keep going on a config ADD refused
 		default:
 			t.Fatalf("gatewayMode %q accepted", c.mode)
 		}
