@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
@@ -81,7 +82,9 @@ func stableMAC(name string) net.HardwareAddr {
 // SetGateways puts each gateway address (with its subnet's prefix length,
 // without DAD) on br. An existing address of the bridge that overlaps one
 // of them but differs is an error unless force, which replaces it (the
-// reference's forceAddress).
+// reference's forceAddress). The steady state costs one netlink request
+// per gateway and no dump: the add says EEXIST; only a gateway that was
+// missing is checked against the bridge's other addresses.
 // Equivalent to: ip addr add GW/LEN dev BR nodad
 func SetGateways(host *netns.Handle, br netlink.Link, gws []netip.Prefix, force bool) error {
 	if len(gws) == 0 {
@@ -91,37 +94,54 @@ func SetGateways(host *netns.Handle, br netlink.Link, gws []netip.Prefix, force 
 	if err != nil {
 		return err
 	}
-	have, err := nl.AddrList(br, netlink.FAMILY_ALL)
-	if err != nil {
-		return fmt.Errorf("list addresses of %q: %w", br.Attrs().Name, err)
-	}
 	for _, gw := range gws {
-		found := false
-		for _, a := range have {
-			p := toPrefix(a.IPNet)
-			if p == gw {
-				found = true
-				break
-			}
-			if p.Addr().Is4() != gw.Addr().Is4() || p.Addr().IsLinkLocalUnicast() || !p.Overlaps(gw) {
-				continue
-			}
-			if !force {
-				return cnierr.Errorf(cnierr.InvalidConfig, "bridge %q already has address %s, not %s (set forceAddress to replace it)", br.Attrs().Name, p, gw)
-			}
-			if err := nl.AddrDel(br, &a); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
-				return fmt.Errorf("remove %s from %q: %w", p, br.Attrs().Name, err)
-			}
-		}
-		if found {
+		addr := &netlink.Addr{IPNet: fromPrefix(gw), Flags: unix.IFA_F_NODAD}
+		err := nl.AddrAdd(br, addr)
+		if errors.Is(err, unix.EEXIST) {
 			continue
 		}
-		addr := &netlink.Addr{IPNet: fromPrefix(gw), Flags: unix.IFA_F_NODAD}
-		if err := nl.AddrAdd(br, addr); err != nil && !errors.Is(err, unix.EEXIST) {
+		if err != nil {
 			return fmt.Errorf("add %s to %q: %w", gw, br.Attrs().Name, err)
+		}
+		removed, err := resolveConflicts(nl, br, gw, force)
+		if err != nil {
+			if derr := nl.AddrDel(br, addr); derr != nil && !errors.Is(derr, unix.EADDRNOTAVAIL) {
+				err = errors.Join(err, fmt.Errorf("remove %s again: %w", gw, derr))
+			}
+			return err
+		}
+		if removed {
+			// Deleting a primary IPv4 address takes its secondaries (ours,
+			// just added) with it unless promote_secondaries is set.
+			if err := nl.AddrAdd(br, addr); err != nil && !errors.Is(err, unix.EEXIST) {
+				return fmt.Errorf("add %s to %q: %w", gw, br.Attrs().Name, err)
+			}
 		}
 	}
 	return nil
+}
+
+// resolveConflicts refuses (or, with force, removes, reporting so) the
+// bridge's other addresses of gw's family that overlap gw.
+func resolveConflicts(nl netlinksafe.Handle, br netlink.Link, gw netip.Prefix, force bool) (removed bool, _ error) {
+	have, err := netns.AddrList(nl, br, netlink.FAMILY_ALL)
+	if err != nil {
+		return false, fmt.Errorf("list addresses of %q: %w", br.Attrs().Name, err)
+	}
+	for _, a := range have {
+		p := toPrefix(a.IPNet)
+		if p == gw || p.Addr().Is4() != gw.Addr().Is4() || p.Addr().IsLinkLocalUnicast() || !p.Overlaps(gw) {
+			continue
+		}
+		if !force {
+			return false, cnierr.Errorf(cnierr.InvalidConfig, "bridge %q already has address %s, not %s (set forceAddress to replace it)", br.Attrs().Name, p, gw)
+		}
+		if err := nl.AddrDel(br, &a); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+			return removed, fmt.Errorf("remove %s from %q: %w", p, br.Attrs().Name, err)
+		}
+		removed = true
+	}
+	return removed, nil
 }
 
 // PortFlags are the per-port bridge settings of a container's veth.
@@ -217,7 +237,7 @@ func Check(host *netns.Handle, name string, gws []netip.Prefix, port string, f P
 	if l.Attrs().Flags&net.FlagUp == 0 {
 		return fmt.Errorf("bridge %q is down", name)
 	}
-	have, err := nl.AddrList(l, netlink.FAMILY_ALL)
+	have, err := netns.AddrList(nl, l, netlink.FAMILY_ALL)
 	if err != nil {
 		return err
 	}

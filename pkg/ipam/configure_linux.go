@@ -157,7 +157,7 @@ func settle(ns *netns.Handle, link netlink.Link) error {
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		addrs, err := ns.NL.AddrList(link, netlink.FAMILY_V6)
+		addrs, err := netns.AddrList(ns.NL, link, netlink.FAMILY_V6)
 		if err != nil {
 			return cnierr.Errorf(cnierr.Internal, "list addresses of %q: %w", link.Attrs().Name, err)
 		}

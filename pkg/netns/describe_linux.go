@@ -54,7 +54,7 @@ func (h *Handle) Describe(s DescribeSpec) (*current.Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list routes in %s: %w", h.Path, err)
 	}
-	d := describer{h: h, nl: nl, spec: s, gws: defaultGateways(routes)}
+	d := describer{h: h, nl: addrLister{nl}, spec: s, gws: defaultGateways(routes)}
 	primary := d.primary(links, routes)
 	for _, l := range links {
 		if ignorable(l) || (s.Primary && l.Attrs().Index != primary) {

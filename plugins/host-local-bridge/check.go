@@ -91,7 +91,7 @@ func checkContainer(cont *netns.Handle, ifName string, prev *current.Result) err
 	if err != nil {
 		return fmt.Errorf("container interface %q: %w", ifName, err)
 	}
-	have, err := nl.AddrList(link, netlink.FAMILY_ALL)
+	have, err := netns.AddrList(nl, link, netlink.FAMILY_ALL)
 	if err != nil {
 		return err
 	}

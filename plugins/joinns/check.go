@@ -65,7 +65,7 @@ func hasAddr(h *netns.Handle, name string, want net.IPNet) error {
 	if err != nil {
 		return err
 	}
-	addrs, err := nl.AddrList(l, netlink.FAMILY_ALL)
+	addrs, err := netns.AddrList(nl, l, netlink.FAMILY_ALL)
 	if err != nil {
 		return fmt.Errorf("list addresses of %s: %w", name, err)
 	}

@@ -117,7 +117,7 @@ func checkAddrs(ns *netns.Handle, l netlink.Link, want []*current.IPConfig) erro
 	if err != nil {
 		return err
 	}
-	have, err := nl.AddrList(l, netlink.FAMILY_ALL)
+	have, err := netns.AddrList(nl, l, netlink.FAMILY_ALL)
 	if err != nil {
 		return fmt.Errorf("list addresses of %q: %w", l.Attrs().Name, err)
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/netdrivers/netdrivers/pkg/cniplugin"
+	"github.com/netdrivers/netdrivers/pkg/netns"
 )
 
 // mode is the name the binary runs under: "none" or "loopback".
@@ -39,7 +40,7 @@ func add(_ context.Context, r *cniplugin.Request[mode]) (*current.Result, error)
 		Interfaces: []*current.Interface{{Name: "lo", Mac: "00:00:00:00:00:00", Sandbox: r.NetNSPath}},
 	}
 	for _, family := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
-		addrs, err := nl.AddrList(lo, family)
+		addrs, err := netns.AddrList(nl, lo, family)
 		if err != nil {
 			return nil, fmt.Errorf("list addresses of lo: %w", err)
 		}
