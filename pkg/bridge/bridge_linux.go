@@ -172,27 +172,8 @@ func SetPort(host *netns.Handle, port netlink.Link, f PortFlags) error {
 }
 
 // Del removes the bridge name from host; gone is success.
-// Equivalent to: ip link del NAME
-func Del(host *netns.Handle, name string) error {
-	nl, err := host.Netlink()
-	if err != nil {
-		return err
-	}
-	l, err := nl.LinkByName(name)
-	if err != nil {
-		if isNotFound(err) {
-			return nil
-		}
-		return err
-	}
-	if _, ok := l.(*netlink.Bridge); !ok {
-		return fmt.Errorf("delete %q: is a %s, not a bridge", name, l.Type())
-	}
-	if err := nl.LinkDel(l); err != nil && !isNotFound(err) {
-		return fmt.Errorf("delete bridge %q: %w", name, err)
-	}
-	return nil
-}
+// Equivalent to: ip link del NAME type bridge
+func Del(host *netns.Handle, name string) error { return host.DelLink(name, "bridge") }
 
 // Ports lists the links enslaved to the bridge named name.
 func Ports(host *netns.Handle, name string) ([]netlink.Link, error) {
@@ -273,10 +254,7 @@ func Check(host *netns.Handle, name string, gws []netip.Prefix, port string, f P
 	return nil
 }
 
-func isNotFound(err error) bool {
-	var nf netlink.LinkNotFoundError
-	return errors.As(err, &nf) || errors.Is(err, unix.ENODEV)
-}
+func isNotFound(err error) bool { return netns.IsLinkNotFound(err) }
 
 func toPrefix(n *net.IPNet) netip.Prefix {
 	ip, _ := netip.AddrFromSlice(n.IP)

@@ -93,36 +93,12 @@ func existsErr(host, cont *netns.Handle, s Spec) error {
 }
 
 // Del deletes the veth named name in ns (its peer goes with it). A link
-// that is gone is success.
-// Equivalent to: ip link del NAME
-func Del(ns *netns.Handle, name string) error {
-	nl, err := ns.Netlink()
-	if err != nil {
-		return err
-	}
-	l, err := nl.LinkByName(name)
-	if err != nil {
-		if isNotFound(err) {
-			return nil
-		}
-		return fmt.Errorf("find %q: %w", name, err)
-	}
-	if _, ok := l.(*netlink.Veth); !ok {
-		return fmt.Errorf("delete %q: is a %s, not a veth", name, l.Type())
-	}
-	if err := nl.LinkDel(l); err != nil && !isNotFound(err) {
-		return fmt.Errorf("delete %q: %w", name, err)
-	}
-	return nil
-}
-
-func isNotFound(err error) bool {
-	var nf netlink.LinkNotFoundError
-	return errors.As(err, &nf) || errors.Is(err, unix.ENODEV) || errors.Is(err, unix.ENOENT)
-}
+// that is gone is success; a link of another type is an error.
+// Equivalent to: ip link del NAME type veth
+func Del(ns *netns.Handle, name string) error { return ns.DelLink(name, "veth") }
 
 // IsNotFound reports whether err says a link does not exist.
-func IsNotFound(err error) bool { return isNotFound(err) }
+func IsNotFound(err error) bool { return netns.IsLinkNotFound(err) }
 
 // Check verifies that the container end name exists in cont, is a veth,
 // is up, and (when mac is set) carries mac; and that its peer is hostName

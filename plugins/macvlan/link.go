@@ -179,22 +179,8 @@ func classifyAdd(err error, s linkSpec) error {
 // that is not a macvlan (not ours to remove), is left alone.
 // Equivalent to: ip -n NS link del NAME type macvlan
 func delMacvlan(ns *netns.Handle, name string) error {
-	nl, err := ns.Netlink()
-	if err != nil {
+	if err := ns.DelLink(name, "macvlan"); err != nil && !errors.Is(err, netns.ErrWrongType) {
 		return err
-	}
-	l, err := nl.LinkByName(name)
-	if err != nil {
-		if isNotFound(err) {
-			return nil
-		}
-		return fmt.Errorf("find %q: %w", name, err)
-	}
-	if _, ok := l.(*netlink.Macvlan); !ok {
-		return nil
-	}
-	if err := nl.LinkDel(l); err != nil && !isNotFound(err) {
-		return fmt.Errorf("delete %q: %w", name, err)
 	}
 	return nil
 }
@@ -228,7 +214,4 @@ func setUp(ns *netns.Handle, l netlink.Link) error {
 	return nil
 }
 
-func isNotFound(err error) bool {
-	var nf netlink.LinkNotFoundError
-	return errors.As(err, &nf) || errors.Is(err, unix.ENODEV)
-}
+func isNotFound(err error) bool { return netns.IsLinkNotFound(err) }

@@ -1,0 +1,43 @@
+package netns
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// ErrWrongType is returned by DelLink for a link of another type.
+var ErrWrongType = errors.New("link is of another type")
+
+// IsLinkNotFound reports whether err says a link does not exist.
+func IsLinkNotFound(err error) bool {
+	var nf netlink.LinkNotFoundError
+	return errors.As(err, &nf) || errors.Is(err, unix.ENODEV) || errors.Is(err, unix.ENOENT)
+}
+
+// DelLink deletes the link name in h when it is of type typ (as
+// netlink.Link.Type says: "veth", "bridge", "macvlan"). A link that is
+// gone is success; one of another type is left alone (ErrWrongType).
+// Equivalent to: ip -n NS link del NAME type TYP
+func (h *Handle) DelLink(name, typ string) error {
+	nl, err := h.Netlink()
+	if err != nil {
+		return err
+	}
+	l, err := nl.LinkByName(name)
+	if err != nil {
+		if IsLinkNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("find %q: %w", name, err)
+	}
+	if l.Type() != typ {
+		return fmt.Errorf("delete %q: is a %s, not a %s: %w", name, l.Type(), typ, ErrWrongType)
+	}
+	if err := nl.LinkDel(l); err != nil && !IsLinkNotFound(err) {
+		return fmt.Errorf("delete %q: %w", name, err)
+	}
+	return nil
+}
