@@ -57,10 +57,20 @@ func TestRepublishWhileRetiring(t *testing.T) {
 		}
 	}
 	reach(t, w.client, "tcp", join(hostOut4, 8080), "A") // six swaps: A holds it again
+	settle6(t, w, a)
 	reach(t, w.client, "tcp", join(hostOut6, 8080), "A")
 	if err := be.GC(ctx, bn.Network, nil); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// settle6 waits out IPv6 neighbour discovery between the client, the
+// host and c (seconds in a fresh namespace on a loaded machine), so that
+// an IPv6 reach fails only for the rules.
+func settle6(t *testing.T, w *world, c *ctr) {
+	t.Helper()
+	nettest.Reachable(t, w.client, hostOut6)
+	nettest.Reachable(t, w.host, c.ip6)
 }
 
 // TestDelByDeleting: on (older) kernels that cannot update an element's
@@ -377,6 +387,7 @@ func TestOldLayoutUpgrade(t *testing.T) {
 	if err := be.Add(ctx, bn.Network, att); err != nil {
 		t.Fatal(err)
 	}
+	settle6(t, w, a)
 	reach(t, w.client, "tcp", join(hostOut6, 8080), "A")
 	if err := be.GC(ctx, bn.Network, nil); err != nil {
 		t.Fatal(err)
@@ -445,6 +456,7 @@ func TestManyPorts(t *testing.T) {
 		t.Fatal(err)
 	}
 	reach(t, w.client, "tcp", join(hostOut4, 31023), "A")
+	settle6(t, w, a)
 	reach(t, w.client, "tcp", join(hostOut6, 30000), "A")
 	if err := be.Add(ctx, bn.Network, att); err != nil { // again, without DEL: retires and re-adds all
 		t.Fatal(err)
