@@ -9,11 +9,29 @@
 #   scripts/bench.sh --rev REV  plugins built from commit REV, not the working tree
 #   scripts/bench.sh -strace DIR  also strace (-f -C -tt -T) 3 lifecycles per scenario at its largest W
 #   scripts/bench.sh -perf DIR    also perf record -g them (plugins built unstripped for Go symbols)
+#   scripts/bench.sh --publish  copy the latest run into the README's Performance section and docs/bench.svg
 # Other flags go to the Go program (go run ./test/bench -h). Results:
 # <out>/<timestamp>/{report.md,results.json,plot.svg}, <out>/latest points there.
 # Uses $NETDRIVERS_BIN when set (prebuilt plugins), else builds them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if [ "${1:-}" = --publish ]; then
+	run=$(readlink -f "${2:-test/bench/out/latest}")
+	[ -f "$run/report.md" ] || { echo "no report in $run" >&2; exit 1; }
+	grep -q '^<!-- bench:begin -->$' README.md || { echo "README.md lacks the bench markers" >&2; exit 1; }
+	mkdir -p docs
+	cp "$run/plot.svg" docs/bench.svg
+	# Replace what lies between the markers with the run's report.
+	awk -v report="$run/report.md" '
+		/^<!-- bench:end -->$/ { skip = 0 }
+		!skip { print }
+		/^<!-- bench:begin -->$/ { while ((getline l < report) > 0) print l; print ""; skip = 1 }
+	' README.md >README.md.bench && mv README.md.bench README.md
+	echo "published $run into README.md and docs/bench.svg"
+	exit 0
+fi
+
 . scripts/lib.sh
 need_root
 ensure_pkgs ip:iproute2 nft:nftables iptables:iptables
@@ -28,7 +46,7 @@ while [ $# -gt 0 ]; do
 	--rev) rev=$(git rev-parse --short "$2"); shift 2 ;;
 	-strace) ensure_pkgs strace:strace; args+=(-strace "$(mkdir -p "$2" && cd "$2" && pwd)"); shift 2 ;;
 	-perf) ensure_pkgs perf:linux-perf; args+=(-perf "$(mkdir -p "$2" && cd "$2" && pwd)"); ldflags=; shift 2 ;;
-	-h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+	-h|--help) sed -n '2,16p' "$0"; exit 0 ;;
 	*) args+=("$1"); shift ;;
 	esac
 done
