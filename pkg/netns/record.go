@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log"
 	"path"
 	"strings"
 
@@ -130,7 +131,9 @@ func GCRecords(_ context.Context, s *state.Store, network string, valid []netcon
 			var t Target
 			rel := path.Join(targetDir(id), n)
 			if _, err := s.Get(rel, &t); err != nil {
-				errs = append(errs, err)
+				// Unreadable: which network it belongs to is unknown, so
+				// it is not this GC's to judge, nor a reason to fail it.
+				log.Printf("GC: skipping target record %s: %v", rel, err)
 				continue
 			}
 			if t.Network != network || keep[t.Key()] {

@@ -59,14 +59,33 @@ func Read(path string) ([]byte, error) {
 	return data, nil
 }
 
-// WriteAtomic replaces path with data: written to a temporary file in the
-// same directory, then renamed, so readers see the old or the new content.
+// WriteAtomic replaces path with data, so readers see the old or the new
+// content. The data is written to an unnamed file (O_TMPFILE), linked in
+// as TempName(path) and renamed over path: a process killed while writing
+// leaves nothing, and one killed between link and rename leaves only
+// TempName(path), which the next write of path (or RemoveWithTemp) takes
+// away. Writers of one path must not run concurrently.
 func WriteAtomic(path string, data []byte, perm os.FileMode) error {
-	tmp, err := writeTemp(path, data, perm)
+	f, err := writeUnnamed(path, data, perm)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	tmp := TempName(path)
+	err = linkFile(f, tmp)
+	if errors.Is(err, os.ErrExist) {
+		os.Remove(tmp) // left by a writer killed before its rename
+		err = linkFile(f, tmp)
+	}
 	if err != nil {
 		return err
 	}
 	if err := os.Rename(tmp, path); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			if _, serr := os.Lstat(path); serr == nil {
+				return nil // a lister's Promote renamed it for us
+			}
+		}
 		os.Remove(tmp)
 		return err
 	}
@@ -75,14 +94,14 @@ func WriteAtomic(path string, data []byte, perm os.FileMode) error {
 
 // CreateExclusive creates path with data only if it does not exist
 // (os.ErrExist otherwise). The content is complete the moment the name
-// appears: it is written aside and hard-linked into place.
+// appears (an unnamed file linked into place), and a crash leaves nothing.
 func CreateExclusive(path string, data []byte, perm os.FileMode) error {
-	tmp, err := writeTemp(path, data, perm)
+	f, err := writeUnnamed(path, data, perm)
 	if err != nil {
 		return err
 	}
-	defer os.Remove(tmp)
-	if err := os.Link(tmp, path); err != nil {
+	defer f.Close()
+	if err := linkFile(f, path); err != nil {
 		if errors.Is(err, os.ErrExist) {
 			return fmt.Errorf("create %s: %w", path, os.ErrExist)
 		}
@@ -91,34 +110,63 @@ func CreateExclusive(path string, data []byte, perm os.FileMode) error {
 	return nil
 }
 
-func writeTemp(path string, data []byte, perm os.FileMode) (string, error) {
+// TempName is where WriteAtomic stages path: ".<name>.tmp" beside it.
+func TempName(path string) string {
 	dir, base := filepath.Split(path)
-	f, err := os.CreateTemp(dir, "."+base+".tmp*")
-	if err != nil {
-		return "", err
-	}
-	name := f.Name()
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		os.Remove(name)
-		return "", err
-	}
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		os.Remove(name)
-		return "", err
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(name)
-		return "", err
-	}
-	return name, nil
+	return filepath.Join(dir, "."+base+".tmp")
 }
 
-// IsTemp reports whether a directory entry is a temporary file of
-// WriteAtomic or CreateExclusive (left behind only by a crash).
+// RemoveWithTemp removes path and its staging name; gone is success.
+func RemoveWithTemp(path string) error {
+	os.Remove(TempName(path))
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// writeUnnamed writes data to an unnamed file in path's directory.
+func writeUnnamed(path string, data []byte, perm os.FileMode) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Dir(path), unix.O_TMPFILE|os.O_WRONLY|unix.O_CLOEXEC, perm)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if err := f.Chmod(perm); err != nil { // O_TMPFILE's mode passes the umask
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// linkFile gives the unnamed file f the name path (EEXIST if taken).
+// Equivalent to: linkat(/proc/self/fd/N, path, AT_SYMLINK_FOLLOW)
+func linkFile(f *os.File, path string) error {
+	err := unix.Linkat(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", f.Fd()), unix.AT_FDCWD, path, unix.AT_SYMLINK_FOLLOW)
+	if err != nil {
+		return &os.LinkError{Op: "link", Old: f.Name(), New: path, Err: err}
+	}
+	return nil
+}
+
+// IsTemp reports whether a directory entry is a staging name of
+// WriteAtomic (left behind only by a crash between link and rename).
 func IsTemp(name string) bool {
-	return strings.HasPrefix(name, ".") && strings.Contains(name, ".tmp")
+	return len(name) > len("..tmp") && strings.HasPrefix(name, ".") && strings.HasSuffix(name, ".tmp")
+}
+
+// Promote finishes the WriteAtomic that staged name in dir: the staged
+// content is complete and newer, so it is renamed over its final name,
+// which Promote returns. A writer still running sees its rename done.
+func Promote(dir, name string) (string, error) {
+	final := strings.TrimSuffix(strings.TrimPrefix(name, "."), ".tmp")
+	if err := os.Rename(filepath.Join(dir, name), filepath.Join(dir, final)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return final, err
+	}
+	return final, nil
 }
 
 // Lock is an exclusive flock on a file, released by Unlock or process exit.

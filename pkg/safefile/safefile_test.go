@@ -104,3 +104,27 @@ func TestBootInfo(t *testing.T) {
 		t.Errorf("BootTime() = %v, %v", bt, err)
 	}
 }
+
+// A staging name left by a writer killed between link and rename is taken
+// over by the next write and removed with the file.
+func TestStaleStagingName(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "rec.json")
+	os.WriteFile(TempName(p), []byte("stale"), 0o600)
+	if err := WriteAtomic(p, []byte("new"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(TempName(p)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("staging name survived a write: %v", err)
+	}
+	os.WriteFile(TempName(p), []byte("stale"), 0o600)
+	if err := RemoveWithTemp(p); err != nil {
+		t.Fatal(err)
+	}
+	entries, _ := os.ReadDir(filepath.Dir(p))
+	if len(entries) != 0 {
+		t.Errorf("left after RemoveWithTemp: %v", entries)
+	}
+	if err := RemoveWithTemp(p); err != nil {
+		t.Errorf("second RemoveWithTemp: %v", err)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 
 	"github.com/netdrivers/netdrivers/pkg/cnierr"
@@ -57,25 +58,41 @@ func OpenAt(ctx context.Context, root string) (*Store, error) {
 		return nil, err
 	}
 	defer l.Unlock()
-	if got, err := safefile.Read(s.Path("boot_id")); err == nil && string(got) == boot {
+	got, err := safefile.Read(s.Path("boot_id"))
+	if err == nil && string(got) == boot {
 		return s, nil
 	}
-	entries, err := os.ReadDir(s.root)
-	if err != nil {
-		return nil, cnierr.Wrap(cnierr.IOFailure, err)
-	}
-	for _, e := range entries {
-		if e.Name() == "locks" {
-			continue
-		}
-		if err := os.RemoveAll(s.Path(e.Name())); err != nil {
-			return nil, cnierr.Wrap(cnierr.IOFailure, fmt.Errorf("clear state of an earlier boot: %w", err))
+	// Only a well-formed marker of another boot proves the state stale. A
+	// missing, damaged or symlinked one proves nothing: wiping then could
+	// drop live reservations, so the state is kept and the marker rewritten.
+	if err == nil && bootIDRE.Match(got) {
+		if err := s.clear(); err != nil {
+			return nil, err
 		}
 	}
 	if err := safefile.WriteAtomic(s.Path("boot_id"), []byte(boot), 0o600); err != nil {
 		return nil, cnierr.Wrap(cnierr.IOFailure, err)
 	}
 	return s, nil
+}
+
+var bootIDRE = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
+
+// clear removes everything of an earlier boot but the locks.
+func (s *Store) clear() error {
+	entries, err := os.ReadDir(s.root)
+	if err != nil {
+		return cnierr.Wrap(cnierr.IOFailure, err)
+	}
+	for _, e := range entries {
+		if e.Name() == "locks" {
+			continue
+		}
+		if err := os.RemoveAll(s.Path(e.Name())); err != nil {
+			return cnierr.Wrap(cnierr.IOFailure, fmt.Errorf("clear state of an earlier boot: %w", err))
+		}
+	}
+	return nil
 }
 
 // Path joins elem onto the root.
@@ -129,14 +146,15 @@ func (s *Store) Get(rel string, v any) (bool, error) {
 
 // Del removes rel; a missing file is success.
 func (s *Store) Del(rel string) error {
-	if err := os.Remove(s.Path(rel)); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := safefile.RemoveWithTemp(s.Path(rel)); err != nil {
 		return cnierr.Wrap(cnierr.IOFailure, err)
 	}
 	return nil
 }
 
-// List returns the file names in dir rel, sorted, without temporaries.
-// A missing directory is empty.
+// List returns the file names in dir rel, sorted. A staging name of an
+// interrupted write is promoted to its final name. A missing directory is
+// empty.
 func (s *Store) List(rel string) ([]string, error) {
 	entries, err := os.ReadDir(s.Path(rel))
 	if errors.Is(err, os.ErrNotExist) {
@@ -145,10 +163,20 @@ func (s *Store) List(rel string) ([]string, error) {
 	if err != nil {
 		return nil, cnierr.Wrap(cnierr.IOFailure, err)
 	}
+	seen := map[string]bool{}
 	var names []string
 	for _, e := range entries {
-		if !safefile.IsTemp(e.Name()) {
-			names = append(names, e.Name())
+		name := e.Name()
+		if safefile.IsTemp(name) {
+			// A write killed between link and rename: finish it, so the
+			// record is seen (and cleaned up) instead of left stranded.
+			if name, err = safefile.Promote(s.Path(rel), name); err != nil {
+				return nil, cnierr.Wrap(cnierr.IOFailure, err)
+			}
+		}
+		if !seen[name] {
+			seen[name] = true
+			names = append(names, name)
 		}
 	}
 	sort.Strings(names)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"path"
 	"path/filepath"
 	"testing"
 
@@ -14,7 +15,7 @@ import (
 func TestOpenClearsAnEarlierBoot(t *testing.T) {
 	dir := t.TempDir()
 	t.Setenv(EnvRoot, dir)
-	os.WriteFile(filepath.Join(dir, "boot_id"), []byte("an-earlier-boot"), 0o600)
+	os.WriteFile(filepath.Join(dir, "boot_id"), []byte("0b0e1d2c-3a4f-4b5c-8d6e-7f8091a2b3c4"), 0o600)
 	os.MkdirAll(filepath.Join(dir, "ports"), 0o700)
 	os.WriteFile(filepath.Join(dir, "ports", "tcp-80"), []byte("stale"), 0o600)
 	s, err := Open(context.Background())
@@ -38,6 +39,27 @@ func TestOpenClearsAnEarlierBoot(t *testing.T) {
 	var v map[string]string
 	if ok, err := s.Get("ports/tcp-80", &v); !ok || err != nil || v["owner"] != "x" {
 		t.Errorf("Get after reopen = %v %v %v", ok, err, v)
+	}
+}
+
+// A damaged marker proves nothing about the state's boot: it is kept.
+func TestOpenKeepsStateBehindADamagedMarker(t *testing.T) {
+	for _, marker := range []string{"garbage", "", "0B0E1D2C-3A4F-4B5C-8D6E-7F8091A2B3C4x"} {
+		dir := t.TempDir()
+		t.Setenv(EnvRoot, dir)
+		os.WriteFile(filepath.Join(dir, "boot_id"), []byte(marker), 0o600)
+		os.MkdirAll(filepath.Join(dir, "ports"), 0o700)
+		os.WriteFile(filepath.Join(dir, "ports", "tcp-80"), []byte("live"), 0o600)
+		if _, err := Open(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if b, err := os.ReadFile(filepath.Join(dir, "ports", "tcp-80")); err != nil || string(b) != "live" {
+			t.Errorf("marker %q: state lost (%v)", marker, err)
+		}
+		boot, _ := safefile.BootID()
+		if b, _ := os.ReadFile(filepath.Join(dir, "boot_id")); string(b) != boot {
+			t.Errorf("marker %q not rewritten: %q", marker, b)
+		}
 	}
 }
 
@@ -72,5 +94,33 @@ func TestAttachmentRecords(t *testing.T) {
 	}
 	if err := s.DelAttachment(k); err != nil {
 		t.Errorf("second DelAttachment = %v", err)
+	}
+}
+
+// A record whose write was killed between link and rename is listed (and
+// so found by GC) under its final name.
+func TestListPromotesStagedRecord(t *testing.T) {
+	t.Setenv(EnvRoot, t.TempDir())
+	s, err := Open(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &Attachment{Network: "net1", ContainerID: "c1", IfName: "eth0"}
+	if err := s.PutAttachment(rec); err != nil {
+		t.Fatal(err)
+	}
+	final := s.Path(attachmentPath("net1", rec.Key().Hash()))
+	if err := os.Rename(final, safefile.TempName(final)); err != nil { // as if killed before the rename
+		t.Fatal(err)
+	}
+	got, err := s.Attachments("net1")
+	if err != nil || len(got) != 1 || got[0].ContainerID != "c1" {
+		t.Fatalf("Attachments = %v, %v; want the staged record", got, err)
+	}
+	if err := s.DelAttachment(rec.Key()); err != nil {
+		t.Fatal(err)
+	}
+	if names, _ := s.List(path.Dir(attachmentPath("net1", "x"))); len(names) != 0 {
+		t.Errorf("left after DelAttachment: %v", names)
 	}
 }

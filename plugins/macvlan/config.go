@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log"
 	"net"
@@ -75,6 +76,9 @@ func modeName(m netlink.MacvlanMode) string {
 // load parses and validates the config without touching the kernel; the
 // master and its MTU are checked in ADD, against the live link.
 func load(r *cniplugin.Request[*Conf]) (*Conf, error) {
+	if r.Verb == "DEL" || r.Verb == "GC" {
+		return loadTolerant(r), nil
+	}
 	c := &Conf{base: r.Base}
 	if err := netconf.Decode(r.Stdin, c); err != nil {
 		return nil, err
@@ -93,6 +97,30 @@ func load(r *cniplugin.Request[*Conf]) (*Conf, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// loadTolerant is load for DEL and GC, which must clean up also after a
+// config that ADD refused or that was edited since: invalid values are
+// logged and left at their defaults (DEL finds its work from the key, the
+// records and the store).
+func loadTolerant(r *cniplugin.Request[*Conf]) *Conf {
+	c := &Conf{base: r.Base}
+	var errs []error
+	if err := netconf.Decode(r.Stdin, c); err != nil {
+		errs = append(errs, err)
+		c = &Conf{base: r.Base}
+	}
+	errs = append(errs, c.validate(r.Args))
+	if !untypedIPAM(r.Stdin) {
+		var err error
+		c.ipam, err = ipam.LoadForDel(r.Stdin, r.Args)
+		errs = append(errs, err)
+	}
+	errs = append(errs, c.validateShim())
+	if err := errors.Join(errs...); err != nil {
+		log.Printf("%s with an invalid config, cleaning up anyway: %v", r.Verb, err)
+	}
+	return c
 }
 
 func (c *Conf) validate(args netconf.CNIArgs) error {

@@ -93,6 +93,17 @@ func lockShim(ctx context.Context, st *state.Store, parent string) (func(), erro
 // the shim and the network's shim addresses as needed. On error nothing
 // is left; on success the undo stack learns how to take it back.
 func (s *shim) attach(ctx context.Context, parent netlink.Link, c *Conf, key netconf.Key, addrs []netip.Prefix, u *undo.Stack) error {
+	// The reference goes first, naming every container address, so that a
+	// DEL after a crash anywhere below finds the shim, its routes and the
+	// network's addresses to take back (routes never made are "gone").
+	ref := &shimRef{Network: key.Network, ContainerID: key.ContainerID, IfName: key.IfName}
+	for _, a := range addrs {
+		ref.Addrs = append(ref.Addrs, a.Addr().String())
+	}
+	if err := s.st.Put(s.refFile(key), ref); err != nil {
+		return err
+	}
+	u.Push(func() error { return s.st.Del(s.refFile(key)) })
 	link, created, err := s.ensureLink(parent)
 	if err != nil {
 		return err
@@ -104,7 +115,7 @@ func (s *shim) attach(ctx context.Context, parent netlink.Link, c *Conf, key net
 	if err != nil {
 		return err
 	}
-	ref := &shimRef{Network: key.Network, ContainerID: key.ContainerID, IfName: key.IfName}
+	routed := ref.Addrs[:0:0]
 	for _, a := range addrs {
 		src, ok := sameFamily(sn.Addrs, a.Addr())
 		if !ok {
@@ -115,13 +126,13 @@ func (s *shim) attach(ctx context.Context, parent netlink.Link, c *Conf, key net
 			return fmt.Errorf("route %s via host shim %q: %w", a.Addr(), link.Attrs().Name, err)
 		}
 		u.Push(func() error { return ignoreGone(s.nl().RouteDel(r)) })
-		ref.Addrs = append(ref.Addrs, a.Addr().String())
+		routed = append(routed, a.Addr().String())
 	}
-	if err := s.st.Put(s.refFile(key), ref); err != nil {
-		return err
+	if len(routed) == len(ref.Addrs) {
+		return nil
 	}
-	u.Push(func() error { return s.st.Del(s.refFile(key)) })
-	return nil
+	ref.Addrs = routed // what CHECK expects routed
+	return s.st.Put(s.refFile(key), ref)
 }
 
 // detach drops key's reference and routes, then whatever no reference
