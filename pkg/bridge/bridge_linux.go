@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"time"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
@@ -169,6 +170,42 @@ func SetPort(host *netns.Handle, port netlink.Link, f PortFlags) error {
 		}
 	}
 	return nil
+}
+
+// Announce makes the kernel of cont announce contName's addresses (a
+// gratuitous ARP, an unsolicited neighbour advertisement; arp_notify and
+// ndisc_notify must be set) once the bridge forwards on port: an
+// announcement sent before the port's carrier is seen would be dropped.
+// Setting the link's own MAC again raises NETDEV_CHANGEADDR, which sends it.
+// Equivalent to: ip -n CONT link set NAME address <its own MAC>
+func Announce(host, cont *netns.Handle, port, contName string) error {
+	hnl, err := host.Netlink()
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(200 * time.Millisecond)
+	for {
+		l, err := hnl.LinkByName(port)
+		if err != nil {
+			return err
+		}
+		if l.Attrs().OperState == netlink.OperUp {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("bridge port %q did not come up", port)
+		}
+		time.Sleep(time.Millisecond) // the kernel's linkwatch runs shortly
+	}
+	cnl, err := cont.Netlink()
+	if err != nil {
+		return err
+	}
+	l, err := cnl.LinkByName(contName)
+	if err != nil {
+		return err
+	}
+	return cnl.LinkSetHardwareAddr(l, l.Attrs().HardwareAddr)
 }
 
 // Del removes the bridge name from host; gone is success.

@@ -43,7 +43,7 @@ func TestConfigure(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := Configure(cont.Handle(), "eth0", res, false); err != nil {
+	if err := Configure(cont.Handle(), "eth0", res, ConfigureOpts{}); err != nil {
 		t.Fatal(err)
 	}
 	if got := fmt.Sprint(nettest.Addrs(t, cont, "eth0")); got != "[10.50.0.2/24 2001:db8:50::2/64]" {
@@ -102,7 +102,7 @@ func TestConfigureDAD(t *testing.T) {
 		IPs:    []*current.IPConfig{{Address: *ipn, Gateway: net.ParseIP("2001:db8:50::1")}},
 		Routes: []*types.Route{{Dst: net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}}},
 	}
-	if err := Configure(cont.Handle(), "eth0", res, true); err != nil {
+	if err := Configure(cont.Handle(), "eth0", res, ConfigureOpts{DAD: true}); err != nil {
 		t.Fatal(err)
 	}
 	link := nettest.Link(t, cont, "eth0")
@@ -123,14 +123,14 @@ func TestConfigureErrors(t *testing.T) {
 	_, ipn, _ := net.ParseCIDR("10.50.0.9/24")
 	ipn.IP = net.ParseIP("10.50.0.9").To4()
 	res := &current.Result{IPs: []*current.IPConfig{{Address: *ipn}}}
-	if err := Configure(cont.Handle(), "nosuch0", res, false); err == nil {
+	if err := Configure(cont.Handle(), "nosuch0", res, ConfigureOpts{}); err == nil {
 		t.Error("Configure of a missing interface succeeded")
 	}
 	// An address meant for another interface of the result is left alone.
 	idx := 0
 	res.Interfaces = []*current.Interface{{Name: "other0"}}
 	res.IPs[0].Interface = &idx
-	if err := Configure(cont.Handle(), "eth0", res, false); err != nil {
+	if err := Configure(cont.Handle(), "eth0", res, ConfigureOpts{}); err != nil {
 		t.Fatal(err)
 	}
 	if got := nettest.Addrs(t, cont, "eth0"); len(got) != 0 {

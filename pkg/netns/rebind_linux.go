@@ -13,6 +13,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/netdrivers/netdrivers/pkg/cnierr"
+	"github.com/netdrivers/netdrivers/pkg/netconf"
+	"github.com/netdrivers/netdrivers/pkg/state"
 )
 
 // ErrRebind is returned, wrapped with the reason, when a CNI_NETNS path
@@ -119,7 +121,17 @@ func (p *Pin) Close() error {
 // starts "in" the path joins target. On failure the original namespace is
 // mounted back. The mount change propagates like any mount under the path.
 // Equivalent to: umount -l PATH && mount --bind /proc/self/fd/TARGET PATH
-func (p *Pin) Rebind(target *Handle) error {
+//
+// The marker in s (see Repair) covers the instant between unmount and bind.
+func (p *Pin) Rebind(target *Handle, s *state.Store, key netconf.Key) (err error) {
+	if err := s.Put(markPath(key), &rebindMark{Path: p.Path}); err != nil {
+		return err
+	}
+	defer func() {
+		if derr := s.Del(markPath(key)); err == nil {
+			err = derr
+		}
+	}()
 	if err := unix.Unmount(p.Path, unix.MNT_DETACH); err != nil {
 		return cnierr.Wrap(cnierr.Rebind, fmt.Errorf("unmount %s: %w", p.Path, err))
 	}

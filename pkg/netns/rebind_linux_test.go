@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/netdrivers/netdrivers/pkg/cnierr"
 	"github.com/netdrivers/netdrivers/pkg/netconf"
@@ -31,7 +34,15 @@ func TestRebind(t *testing.T) {
 	if pin.ID() != cont.Handle().ID() {
 		t.Fatalf("pin ID %v, want %v", pin.ID(), cont.Handle().ID())
 	}
-	if err := pin.Rebind(target.Handle()); err != nil {
+	s, err := state.OpenAt(context.Background(), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := netconf.Key{Network: "n", ContainerID: "c", IfName: "eth0"}
+	if err := pin.Rebind(target.Handle(), s, key); err != nil {
+		t.Fatal(err)
+	}
+	if err := netns.Repair(s, key); err != nil { // no marker left: nothing to do
 		t.Fatal(err)
 	}
 	h, err := netns.Open(cont.Path())
@@ -49,6 +60,44 @@ func TestRebind(t *testing.T) {
 	// re-bind is refused.
 	if _, err := netns.OpenPin(cont.Path()); !errors.Is(err, netns.ErrRebind) {
 		t.Errorf("OpenPin of a re-bound path = %v, want ErrRebind", err)
+	}
+}
+
+// TestRepairHalfDoneRebind: a re-bind killed between its unmount and its
+// bind left the path a plain file and its marker behind; Repair pins a
+// fresh namespace there and drops the marker. A path that shows a
+// namespace is left alone.
+func TestRepairHalfDoneRebind(t *testing.T) {
+	nettest.RequireRoot(t)
+	t.Parallel()
+	cont, intact := nettest.NewNS(t), nettest.NewNS(t)
+	s, err := state.OpenAt(context.Background(), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := netconf.Key{Network: "n", ContainerID: "c", IfName: "eth0"}
+	before := intact.Handle().ID()
+	for _, p := range []string{cont.Path(), intact.Path()} {
+		k := key
+		k.ContainerID += filepath.Base(p)
+		if err := s.Put(path.Join("rebinding", netconf.NetworkHash(k.Network), k.Hash()+".json"), map[string]string{"path": p}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := unix.Unmount(cont.Path(), unix.MNT_DETACH); err != nil { // the crash
+		t.Fatal(err)
+	}
+	if err := netns.RepairGC(context.Background(), s, "n", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := netns.IDOf(cont.Path()); err != nil {
+		t.Errorf("path still shows no namespace after Repair: %v", err)
+	}
+	if id, err := netns.IDOf(intact.Path()); err != nil || id != before {
+		t.Errorf("an intact path was changed: %v %v", id, err)
+	}
+	if names, _ := s.List(path.Join("rebinding", netconf.NetworkHash("n"))); len(names) != 0 {
+		t.Errorf("markers left: %v", names)
 	}
 }
 

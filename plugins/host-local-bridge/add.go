@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log"
 	"net"
 	"net/netip"
 
@@ -77,8 +78,13 @@ func add(ctx context.Context, r *cniplugin.Request[*Conf]) (_ *current.Result, e
 		if err := addDefaultRoutes(r.ContNS, res, c); err != nil {
 			return nil, err
 		}
-		if err := ipam.Configure(r.ContNS, r.Key.IfName, res, c.EnableDAD); err != nil {
+		if err := ipam.Configure(r.ContNS, r.Key.IfName, res, ipam.ConfigureOpts{DAD: c.EnableDAD, Announce: true}); err != nil {
 			return nil, err
+		}
+		// A reused address's neighbours (the node, other containers) learn
+		// the new MAC now, not after their entry for the old one times out.
+		if err := bridge.Announce(r.HostNS, r.ContNS, hostVeth, r.Key.IfName); err != nil {
+			log.Printf("announce %s: %v", r.Key.IfName, err) // costs only the announcement
 		}
 	}
 	fw, err := dnat.New(c.FirewallBackend, r.HostNS, store)

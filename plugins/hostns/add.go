@@ -49,7 +49,7 @@ func add(ctx context.Context, r *cniplugin.Request[*Conf]) (_ *current.Result, e
 	}
 	u.Push(func() error { return netns.Forget(s, r.Key) })
 	if pin != nil {
-		if err := pin.Rebind(r.HostNS); err != nil {
+		if err := pin.Rebind(r.HostNS, s, r.Key); err != nil {
 			return nil, err
 		}
 	}

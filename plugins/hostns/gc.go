@@ -23,6 +23,7 @@ func gc(ctx context.Context, r *cniplugin.Request[*Conf]) error {
 	return errors.Join(
 		hostport.GC(ctx, s, r.Key.Network, valid),
 		netns.GCRecords(ctx, s, r.Key.Network, valid),
+		netns.RepairGC(ctx, s, r.Key.Network, valid),
 	)
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 
 	"github.com/netdrivers/netdrivers/pkg/cniplugin"
 	"github.com/netdrivers/netdrivers/pkg/netns"
@@ -17,5 +18,5 @@ func del(ctx context.Context, r *cniplugin.Request[*Conf]) error {
 	if err != nil {
 		return err
 	}
-	return netns.Forget(s, r.Key)
+	return errors.Join(netns.Repair(s, r.Key), netns.Forget(s, r.Key))
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 
 	"github.com/netdrivers/netdrivers/pkg/cnierr"
 	"github.com/netdrivers/netdrivers/pkg/cniplugin"
@@ -17,7 +18,8 @@ func gc(ctx context.Context, r *cniplugin.Request[*Conf]) error {
 	if err != nil {
 		return err
 	}
-	return netns.GCRecords(ctx, s, r.Key.Network, netconf.ValidKeys(r.Key.Network, r.Base.ValidAttachments))
+	valid := netconf.ValidKeys(r.Key.Network, r.Base.ValidAttachments)
+	return errors.Join(netns.GCRecords(ctx, s, r.Key.Network, valid), netns.RepairGC(ctx, s, r.Key.Network, valid))
 }
 
 // status fails (50) only when the state store is not usable.

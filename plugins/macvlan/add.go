@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log"
 	"net/netip"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -115,11 +114,6 @@ func configure(ctx context.Context, r *cniplugin.Request[*Conf], link netlink.Li
 	if c.ipam == nil {
 		return setUp(r.ContNS, link)
 	}
-	// Set before the link comes up: the kernel announces then. Like the
-	// reference, a failure here costs only the announcement.
-	if err := announce(r.ContNS, r.Key.IfName); err != nil {
-		log.Printf("%v", err)
-	}
 	ires, err := ipam.Allocate(ctx, c.ipam, r.Key)
 	if err != nil {
 		return err
@@ -132,7 +126,9 @@ func configure(ctx context.Context, r *cniplugin.Request[*Conf], link netlink.Li
 	for _, ipc := range res.IPs {
 		ipc.Interface = current.Int(0)
 	}
-	if err := ipam.Configure(r.ContNS, r.Key.IfName, res, c.EnableDAD); err != nil {
+	// Announce: the kernel sends a gratuitous ARP and an unsolicited NA
+	// when the link comes up with its addresses, as the reference arranges.
+	if err := ipam.Configure(r.ContNS, r.Key.IfName, res, ipam.ConfigureOpts{DAD: c.EnableDAD, Announce: true}); err != nil {
 		return err
 	}
 	return nil

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"path/filepath"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -183,22 +182,6 @@ func delMacvlan(ns *netns.Handle, name string) error {
 		return err
 	}
 	return nil
-}
-
-// announce makes the kernel send a gratuitous ARP and an unsolicited
-// neighbour advertisement when name comes up with its addresses, as the
-// reference does, so the segment's caches learn the new MAC at once.
-// Equivalent to: sysctl net.ipv4.conf.NAME.arp_notify=1 net.ipv6.conf.NAME.ndisc_notify=1
-func announce(ns *netns.Handle, name string) error {
-	return ns.Do(func() error {
-		for _, key := range []string{"ipv4/conf/" + name + "/arp_notify", "ipv6/conf/" + name + "/ndisc_notify"} {
-			err := os.WriteFile(filepath.Join("/proc/sys/net", key), []byte("1"), 0o644)
-			if err != nil && !errors.Is(err, os.ErrNotExist) { // no IPv6 in this kernel
-				return fmt.Errorf("set %s: %w", key, err)
-			}
-		}
-		return nil
-	})
 }
 
 // setUp brings link up inside ns.

@@ -1,0 +1,104 @@
+package netns
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"runtime"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/netdrivers/netdrivers/pkg/netconf"
+	"github.com/netdrivers/netdrivers/pkg/state"
+)
+
+// A re-bind unmounts the pinned namespace and then binds the target: a
+// process killed between the two leaves the path a plain file, which the
+// runtime's container can no longer start in. The marker, written before
+// the unmount and removed after the bind, lets DEL and GC repair that.
+type rebindMark struct {
+	Path string `json:"path"`
+}
+
+func markPath(key netconf.Key) string {
+	return path.Join("rebinding", netconf.NetworkHash(key.Network), key.Hash()+".json")
+}
+
+// Repair finishes what a re-bind of key killed half-way left: when the
+// marker is there and its path is no namespace mount any more, a fresh
+// empty namespace is pinned there (what the runtime had made), so the path
+// is as before the ADD. Then the marker goes. Gone is success.
+func Repair(s *state.Store, key netconf.Key) error {
+	var m rebindMark
+	ok, err := s.Get(markPath(key), &m)
+	if err != nil {
+		return errors.Join(err, s.Del(markPath(key)))
+	}
+	if !ok {
+		return nil
+	}
+	if err := repairPath(m.Path); err != nil {
+		return err
+	}
+	return s.Del(markPath(key))
+}
+
+// RepairGC repairs the half-done re-binds of network's attachments not in
+// valid.
+func RepairGC(_ context.Context, s *state.Store, network string, valid []netconf.Key) error {
+	keep := map[string]bool{}
+	for _, k := range valid {
+		keep[k.Hash()+".json"] = true
+	}
+	dir := path.Join("rebinding", netconf.NetworkHash(network))
+	names, err := s.List(dir)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, n := range names {
+		if keep[n] || !strings.HasSuffix(n, ".json") {
+			continue
+		}
+		var m rebindMark
+		if ok, err := s.Get(path.Join(dir, n), &m); err == nil && ok {
+			errs = append(errs, repairPath(m.Path))
+		}
+		errs = append(errs, s.Del(path.Join(dir, n)))
+	}
+	return errors.Join(errs...)
+}
+
+// repairPath pins a fresh namespace at p when p is a plain file (the
+// unmount happened, the bind did not). A missing path (the runtime removed
+// it) or one that shows a namespace is left alone.
+func repairPath(p string) error {
+	st, err := os.Lstat(p)
+	if err != nil || !st.Mode().IsRegular() {
+		return nil
+	}
+	var sfs unix.Statfs_t
+	if err := unix.Statfs(p, &sfs); err != nil || sfs.Type == unix.NSFS_MAGIC {
+		return nil
+	}
+	errc := make(chan error, 1)
+	go func() {
+		// This thread enters the new namespace and is never unlocked: the
+		// runtime discards it rather than reuse it.
+		runtime.LockOSThread()
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("repair %s: new namespace: %w", p, err)
+			return
+		}
+		src := fmt.Sprintf("/proc/%d/task/%d/ns/net", os.Getpid(), unix.Gettid())
+		if err := unix.Mount(src, p, "none", unix.MS_BIND, ""); err != nil {
+			errc <- fmt.Errorf("repair %s: pin a new namespace: %w", p, err)
+			return
+		}
+		errc <- nil
+	}()
+	return <-errc
+}
