@@ -116,13 +116,20 @@ func (s *Store) Put(rel string, v any) error {
 		return err
 	}
 	p := s.Path(rel)
-	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
-		return cnierr.Wrap(cnierr.IOFailure, err)
+	for try := 0; ; try++ {
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			return cnierr.Wrap(cnierr.IOFailure, err)
+		}
+		err := safefile.WriteAtomic(p, data, 0o600)
+		if err == nil {
+			return nil
+		}
+		// A GC of another network may remove the directory, empty a moment
+		// ago, between MkdirAll and the write: make it again.
+		if !errors.Is(err, os.ErrNotExist) || try == 2 {
+			return cnierr.Wrap(cnierr.IOFailure, fmt.Errorf("write state %s: %w", rel, err))
+		}
 	}
-	if err := safefile.WriteAtomic(p, data, 0o600); err != nil {
-		return cnierr.Wrap(cnierr.IOFailure, fmt.Errorf("write state %s: %w", rel, err))
-	}
-	return nil
 }
 
 // ErrCorrupt marks a state file that exists but cannot be used.

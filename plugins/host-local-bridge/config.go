@@ -107,6 +107,9 @@ func loadTolerant(r *cniplugin.Request[*Conf]) *Conf {
 		c = &Conf{Base: *r.Base}
 	}
 	errs = append(errs, c.resolveFlags(), c.resolveNames())
+	if c.mode == "" { // resolveFlags stopped before it
+		c.mode, c.isolate = dnat.ModeNAT, boolOr(c.IsolateNetworks, true)
+	}
 	if c.FirewallBackend != "nftables" && c.FirewallBackend != "iptables" {
 		c.FirewallBackend = "nftables"
 	}
