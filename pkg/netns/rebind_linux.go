@@ -124,7 +124,7 @@ func (p *Pin) Close() error {
 //
 // The marker in s (see Repair) covers the instant between unmount and bind.
 func (p *Pin) Rebind(target *Handle, s *state.Store, key netconf.Key) (err error) {
-	if err := s.Put(markPath(key), &rebindMark{Path: p.Path}); err != nil {
+	if err := s.Put(markPath(key), &rebindMark{Path: p.Path, Network: key.Network}); err != nil {
 		return err
 	}
 	defer func() {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -80,7 +79,7 @@ func TestRepairHalfDoneRebind(t *testing.T) {
 	for _, p := range []string{cont.Path(), intact.Path()} {
 		k := key
 		k.ContainerID += filepath.Base(p)
-		if err := s.Put(path.Join("rebinding", netconf.NetworkHash(k.Network), k.Hash()+".json"), map[string]string{"path": p}); err != nil {
+		if err := s.Put("rebinding."+k.Hash()+".json", map[string]string{"path": p, "network": k.Network}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -96,8 +95,11 @@ func TestRepairHalfDoneRebind(t *testing.T) {
 	if id, err := netns.IDOf(intact.Path()); err != nil || id != before {
 		t.Errorf("an intact path was changed: %v %v", id, err)
 	}
-	if names, _ := s.List(path.Join("rebinding", netconf.NetworkHash("n"))); len(names) != 0 {
-		t.Errorf("markers left: %v", names)
+	names, _ := s.List(".")
+	for _, n := range names {
+		if strings.HasPrefix(n, "rebinding") {
+			t.Errorf("marker left: %s", n)
+		}
 	}
 }
 

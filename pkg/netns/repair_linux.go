@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path"
 	"runtime"
 	"strings"
 
@@ -20,12 +19,12 @@ import (
 // runtime's container can no longer start in. The marker, written before
 // the unmount and removed after the bind, lets DEL and GC repair that.
 type rebindMark struct {
-	Path string `json:"path"`
+	Path    string `json:"path"`
+	Network string `json:"network"`
 }
 
-func markPath(key netconf.Key) string {
-	return path.Join("rebinding", netconf.NetworkHash(key.Network), key.Hash()+".json")
-}
+// markPath is flat in the state root: no directory is left behind.
+func markPath(key netconf.Key) string { return "rebinding." + key.Hash() + ".json" }
 
 // Repair finishes what a re-bind of key killed half-way left: when the
 // marker is there and its path is no namespace mount any more, a fresh
@@ -51,23 +50,22 @@ func Repair(s *state.Store, key netconf.Key) error {
 func RepairGC(_ context.Context, s *state.Store, network string, valid []netconf.Key) error {
 	keep := map[string]bool{}
 	for _, k := range valid {
-		keep[k.Hash()+".json"] = true
+		keep[markPath(k)] = true
 	}
-	dir := path.Join("rebinding", netconf.NetworkHash(network))
-	names, err := s.List(dir)
+	names, err := s.List(".")
 	if err != nil {
 		return err
 	}
 	var errs []error
 	for _, n := range names {
-		if keep[n] || !strings.HasSuffix(n, ".json") {
+		if keep[n] || !strings.HasPrefix(n, "rebinding.") || !strings.HasSuffix(n, ".json") {
 			continue
 		}
 		var m rebindMark
-		if ok, err := s.Get(path.Join(dir, n), &m); err == nil && ok {
-			errs = append(errs, repairPath(m.Path))
+		if ok, err := s.Get(n, &m); err != nil || !ok || m.Network != network {
+			continue // another network's, or unreadable: not this GC's to judge
 		}
-		errs = append(errs, s.Del(path.Join(dir, n)))
+		errs = append(errs, repairPath(m.Path), s.Del(n))
 	}
 	return errors.Join(errs...)
 }
