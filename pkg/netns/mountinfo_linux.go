@@ -41,6 +41,23 @@ func findMount(point string) (*mountEntry, error) {
 	return top, nil
 }
 
+// countMounts reports how many mounts are stacked at point.
+func countMounts(point string) (int, error) {
+	data, err := os.ReadFile("/proc/thread-self/mountinfo")
+	if err != nil {
+		return 0, err
+	}
+	needle, n := " "+escape(point)+" ", 0
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.Contains(line, needle) {
+			if e, ok := parseMountLine(line); ok && e.Point == point {
+				n++
+			}
+		}
+	}
+	return n, nil
+}
+
 // escape encodes what the kernel escapes in mountinfo paths.
 func escape(s string) string {
 	return strings.NewReplacer(" ", `\040`, "\t", `\011`, "\n", `\012`, `\`, `\134`).Replace(s)

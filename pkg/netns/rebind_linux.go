@@ -115,14 +115,17 @@ func (p *Pin) Close() error {
 	return p.ns.Close()
 }
 
-// Rebind makes the path show target instead: a lazy unmount (runtimes keep
-// the file open, so a plain unmount fails with EBUSY) and a bind mount of
-// target, in the plugin's mount namespace. A container the runtime later
-// starts "in" the path joins target. On failure the original namespace is
-// mounted back. The mount change propagates like any mount under the path.
-// Equivalent to: umount -l PATH && mount --bind /proc/self/fd/TARGET PATH
-//
-// The marker in s (see Repair) covers the instant between unmount and bind.
+// Rebind makes the path show target instead, in the plugin's mount
+// namespace, so that a container the runtime later starts "in" the path
+// joins target. Where the kernel can (6.5+), the switch is atomic: target
+// is mounted beneath the pinned namespace, whose mount is then lazily
+// removed (runtimes keep the file open, so a plain unmount fails with
+// EBUSY): whoever opens the path meanwhile (containerd runs its loopback
+// plugin on it concurrently) gets one namespace or the other. On older
+// kernels the pinned mount goes first and target is bound after it. On
+// failure the original namespace is put back. The marker in s lets DEL and
+// GC finish a switch a kill cut in half (Repair).
+// Equivalent to: mount --beneath --bind /proc/self/fd/TARGET PATH && umount -l PATH
 func (p *Pin) Rebind(target *Handle, s *state.Store, key netconf.Key) (err error) {
 	if err := s.Put(markPath(key), &rebindMark{Path: p.Path, Network: key.Network}); err != nil {
 		return err
@@ -132,15 +135,14 @@ func (p *Pin) Rebind(target *Handle, s *state.Store, key netconf.Key) (err error
 			err = derr
 		}
 	}()
-	if err := unix.Unmount(p.Path, unix.MNT_DETACH); err != nil {
-		return cnierr.Wrap(cnierr.Rebind, fmt.Errorf("unmount %s: %w", p.Path, err))
-	}
-	if err := bindFd(target.Fd(), p.Path); err != nil {
-		err = fmt.Errorf("bind %s onto %s: %w", target.Path, p.Path, err)
-		if rerr := bindFd(p.ns.Fd(), p.Path); rerr != nil {
-			err = errors.Join(err, fmt.Errorf("rollback: mount the original namespace back on %s: %w", p.Path, rerr))
-		}
+	done, err := p.switchBeneath(target)
+	if err != nil {
 		return cnierr.Wrap(cnierr.Rebind, err)
+	}
+	if !done {
+		if err := p.switchOver(target); err != nil {
+			return cnierr.Wrap(cnierr.Rebind, err)
+		}
 	}
 	got, err := IDOf(p.Path)
 	if err == nil && got != target.ID() {
@@ -148,6 +150,49 @@ func (p *Pin) Rebind(target *Handle, s *state.Store, key netconf.Key) (err error
 	}
 	if err != nil {
 		return cnierr.Wrap(cnierr.Rebind, errors.Join(err, p.restore()))
+	}
+	return nil
+}
+
+// moveMountBeneath is MOVE_MOUNT_BENEATH (linux/mount.h, kernel 6.5).
+const moveMountBeneath = 0x200
+
+// switchBeneath mounts target beneath the pinned namespace and removes the
+// latter. It reports false, changing nothing, where the kernel lacks it.
+func (p *Pin) switchBeneath(target *Handle) (bool, error) {
+	tree, err := unix.OpenTree(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", target.Fd()), unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+	if errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EINVAL) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("clone a mount of %s: %w", target.Path, err)
+	}
+	defer unix.Close(tree)
+	err = unix.MoveMount(tree, "", unix.AT_FDCWD, p.Path, unix.MOVE_MOUNT_F_EMPTY_PATH|moveMountBeneath)
+	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("mount %s beneath %s: %w", target.Path, p.Path, err)
+	}
+	if err := unix.Unmount(p.Path, unix.MNT_DETACH); err != nil {
+		return true, fmt.Errorf("unmount the pinned namespace from %s: %w", p.Path, err)
+	}
+	return true, nil
+}
+
+// switchOver is the switch for kernels without MOVE_MOUNT_BENEATH: for an
+// instant the path shows no namespace.
+func (p *Pin) switchOver(target *Handle) error {
+	if err := unix.Unmount(p.Path, unix.MNT_DETACH); err != nil {
+		return fmt.Errorf("unmount %s: %w", p.Path, err)
+	}
+	if err := bindFd(target.Fd(), p.Path); err != nil {
+		err = fmt.Errorf("bind %s onto %s: %w", target.Path, p.Path, err)
+		if rerr := bindFd(p.ns.Fd(), p.Path); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("rollback: mount the original namespace back on %s: %w", p.Path, rerr))
+		}
+		return err
 	}
 	return nil
 }

@@ -69,22 +69,31 @@ func TestRebind(t *testing.T) {
 func TestRepairHalfDoneRebind(t *testing.T) {
 	nettest.RequireRoot(t)
 	t.Parallel()
-	cont, intact := nettest.NewNS(t), nettest.NewNS(t)
+	cont, intact, stacked, target := nettest.NewNS(t), nettest.NewNS(t), nettest.NewNS(t), nettest.NewNS(t)
 	s, err := state.OpenAt(context.Background(), t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
 	key := netconf.Key{Network: "n", ContainerID: "c", IfName: "eth0"}
 	before := intact.Handle().ID()
-	for _, p := range []string{cont.Path(), intact.Path()} {
+	for _, p := range []string{cont.Path(), intact.Path(), stacked.Path()} {
 		k := key
 		k.ContainerID += filepath.Base(p)
 		if err := s.Put("rebinding."+k.Hash()+".json", map[string]string{"path": p, "network": k.Network}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := unix.Unmount(cont.Path(), unix.MNT_DETACH); err != nil { // the crash
+	if err := unix.Unmount(cont.Path(), unix.MNT_DETACH); err != nil { // the fallback's crash
 		t.Fatal(err)
+	}
+	// The atomic switch's crash: target mounted beneath, the pin still on top.
+	tree, err := unix.OpenTree(unix.AT_FDCWD, target.Path(), unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(tree)
+	if err := unix.MoveMount(tree, "", unix.AT_FDCWD, stacked.Path(), unix.MOVE_MOUNT_F_EMPTY_PATH|0x200); err != nil {
+		t.Skipf("no MOVE_MOUNT_BENEATH here: %v", err)
 	}
 	if err := netns.RepairGC(context.Background(), s, "n", nil); err != nil {
 		t.Fatal(err)
@@ -94,6 +103,12 @@ func TestRepairHalfDoneRebind(t *testing.T) {
 	}
 	if id, err := netns.IDOf(intact.Path()); err != nil || id != before {
 		t.Errorf("an intact path was changed: %v %v", id, err)
+	}
+	if id, err := netns.IDOf(stacked.Path()); err != nil || id != target.Handle().ID() {
+		t.Errorf("stacked path shows %v (%v), want the switch finished onto %v", id, err, target.Handle().ID())
+	}
+	if got := nettest.Mounts(t, stacked.Path()); len(got) != 1 {
+		t.Errorf("mounts at the stacked path after repair: %v", got)
 	}
 	names, _ := s.List(".")
 	for _, n := range names {

@@ -14,10 +14,11 @@ import (
 	"github.com/netdrivers/netdrivers/pkg/state"
 )
 
-// A re-bind unmounts the pinned namespace and then binds the target: a
-// process killed between the two leaves the path a plain file, which the
-// runtime's container can no longer start in. The marker, written before
-// the unmount and removed after the bind, lets DEL and GC repair that.
+// A re-bind is two mount operations: a process killed between them leaves
+// two namespaces stacked at the path (the atomic switch) or none (the
+// fallback), which the runtime's container cannot start in. The marker,
+// written before the first and removed after the second, lets DEL and GC
+// repair that.
 type rebindMark struct {
 	Path    string `json:"path"`
 	Network string `json:"network"`
@@ -26,10 +27,9 @@ type rebindMark struct {
 // markPath is flat in the state root: no directory is left behind.
 func markPath(key netconf.Key) string { return "rebinding." + key.Hash() + ".json" }
 
-// Repair finishes what a re-bind of key killed half-way left: when the
-// marker is there and its path is no namespace mount any more, a fresh
-// empty namespace is pinned there (what the runtime had made), so the path
-// is as before the ADD. Then the marker goes. Gone is success.
+// Repair finishes what a re-bind of key killed half-way left (see
+// repairPath), so the path shows exactly one namespace again, and drops
+// the marker. Gone is success.
 func Repair(s *state.Store, key netconf.Key) error {
 	var m rebindMark
 	ok, err := s.Get(markPath(key), &m)
@@ -70,18 +70,35 @@ func RepairGC(_ context.Context, s *state.Store, network string, valid []netconf
 	return errors.Join(errs...)
 }
 
-// repairPath pins a fresh namespace at p when p is a plain file (the
-// unmount happened, the bind did not). A missing path (the runtime removed
-// it) or one that shows a namespace is left alone.
+// repairPath finishes or undoes a switch a kill cut in half. Two mounts
+// stacked at p (the atomic switch stopped after mounting the target
+// beneath): the pinned one on top goes, as the switch would have done. A
+// plain file (the fallback switch stopped after its unmount): a fresh
+// namespace is pinned there, what the runtime had made. A missing path
+// (the runtime removed it) or a single namespace mount is left alone.
 func repairPath(p string) error {
 	st, err := os.Lstat(p)
 	if err != nil || !st.Mode().IsRegular() {
 		return nil
 	}
 	var sfs unix.Statfs_t
-	if err := unix.Statfs(p, &sfs); err != nil || sfs.Type == unix.NSFS_MAGIC {
+	if err := unix.Statfs(p, &sfs); err != nil {
 		return nil
 	}
+	if sfs.Type == unix.NSFS_MAGIC {
+		if n, err := countMounts(p); err != nil || n < 2 {
+			return err
+		}
+		if err := unix.Unmount(p, unix.MNT_DETACH); err != nil {
+			return fmt.Errorf("repair %s: finish the switch: %w", p, err)
+		}
+		return nil
+	}
+	return pinFresh(p)
+}
+
+// pinFresh pins a new, empty network namespace at the plain file p.
+func pinFresh(p string) error {
 	errc := make(chan error, 1)
 	go func() {
 		// This thread enters the new namespace and is never unlocked: the
