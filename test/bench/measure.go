@@ -31,6 +31,7 @@ type Run struct {
 	Status   string   `json:"status"` // ok, skipped or failed
 	Reason   string   `json:"reason,omitempty"`
 	Fill     []Fill   `json:"fill,omitempty"`
+	Probes   []Probe  `json:"floor_probes,omitempty"` // the exec floor in this node at each W
 	Rounds   []*Round `json:"rounds,omitempty"`
 	Seconds  float64  `json:"seconds"`
 }
@@ -132,6 +133,9 @@ type pluginBench struct {
 	list *libcni.NetworkConfigList
 	pool []*nettest.NS // namespaces of the timed attachments
 	live int           // fill attachments up
+
+	probeCNI  *runner // the exec floor, timed at each W level (probe.go)
+	probeList *libcni.NetworkConfigList
 }
 
 func newPluginBench(sc Scenario, cfg *config, env *hostEnv, u *usage) (*pluginBench, error) {
@@ -145,6 +149,9 @@ func newPluginBench(sc Scenario, cfg *config, env *hostEnv, u *usage) (*pluginBe
 	}
 	p := &pluginBench{sc: sc, cfg: cfg, env: env, list: list,
 		cni: newRunner(env.host, cfg, sc.Side, filepath.Join(env.work, "cache"), filepath.Join(env.work, "state"), u)}
+	if p.probeCNI, p.probeList, err = probeRunner(cfg, env); err != nil {
+		return nil, err
+	}
 	p.pool, err = env.containers(sc.N)
 	return p, err
 }
@@ -289,6 +296,11 @@ func runPlugin(ctx context.Context, sc Scenario, cfg *config, env *hostEnv, u *u
 				roundErrs = append(roundErrs, fmt.Errorf("fill to W=%d: %d ADDs failed, first: %s", w, f.FailedADDs, f.FirstError))
 			}
 		}
+		pr, err := p.probe(ctx)
+		if err != nil {
+			return err
+		}
+		run.Probes = append(run.Probes, pr)
 		for _, c := range cfg.cs {
 			r, err := p.round(ctx, c)
 			run.Rounds = append(run.Rounds, r)

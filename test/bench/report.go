@@ -205,6 +205,13 @@ func (r *Report) markdown() string {
 				line += fmt.Sprintf(" (**%d ADDs failed and were retried, %d never came up**, first: %s)", f.FailedADDs, f.Missing, firstLine(f.FirstError))
 			}
 		}
+		if len(run.Probes) > 1 {
+			var ps []string
+			for _, p := range run.Probes {
+				ps = append(ps, fmt.Sprintf("%s ms at W=%d", fmtMS(p.P50), p.W))
+			}
+			line += "; exec floor in this node " + strings.Join(ps, ", ")
+		}
 		b.WriteString(line + "\n")
 	}
 	r.cpuMarkdown(&b)
