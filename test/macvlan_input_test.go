@@ -214,9 +214,6 @@ func TestMacvlanOptions(t *testing.T) {
 			t.Errorf("routes %q lack %q", routes, want)
 		}
 	}
-	if c.ns.ReadSysctl(t, "net/ipv4/conf/eth0/arp_notify") != "1" || c.ns.ReadSysctl(t, "net/ipv6/conf/eth0/ndisc_notify") != "1" {
-		t.Error("arp_notify/ndisc_notify not set on eth0")
-	}
 	l.cni.MustCheck(t, list, c.rt)
 	c.ns.MustRun(t, "ip", "route", "del", "198.51.100.0/24")
 	if err := l.cni.CheckNetworkList(context.Background(), list, c.rt); err == nil || !strings.Contains(err.Error(), "198.51.100.0/24") {

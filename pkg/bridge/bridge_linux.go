@@ -11,6 +11,7 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 
 	"github.com/netdrivers/netdrivers/pkg/cnierr"
@@ -172,13 +173,11 @@ func SetPort(host *netns.Handle, port netlink.Link, f PortFlags) error {
 	return nil
 }
 
-// Announce makes the kernel of cont announce contName's addresses (a
-// gratuitous ARP, an unsolicited neighbour advertisement; arp_notify and
-// ndisc_notify must be set) once the bridge forwards on port: an
-// announcement sent before the port's carrier is seen would be dropped.
-// Setting the link's own MAC again raises NETDEV_CHANGEADDR, which sends it.
-// Equivalent to: ip -n CONT link set NAME address <its own MAC>
-func Announce(host, cont *netns.Handle, port, contName string) error {
+// WaitForwarding waits (up to 200 ms, polling every millisecond) until
+// the bridge forwards on port: the kernel enables a port when it sees its
+// carrier, shortly after the link came up, and drops what the port
+// carries until then (a container's announcement, for one).
+func WaitForwarding(host *netns.Handle, port string) error {
 	hnl, err := host.Netlink()
 	if err != nil {
 		return err
@@ -190,22 +189,40 @@ func Announce(host, cont *netns.Handle, port, contName string) error {
 			return err
 		}
 		if l.Attrs().OperState == netlink.OperUp {
-			break
+			return nil
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("bridge port %q did not come up", port)
 		}
 		time.Sleep(time.Millisecond) // the kernel's linkwatch runs shortly
 	}
-	cnl, err := cont.Netlink()
-	if err != nil {
-		return err
+}
+
+// NeighMAC returns the link-layer address the neighbour table of host
+// holds for ip on link index (nil when there is no entry): one request, no
+// dump.
+// Equivalent to: ip neigh get IP dev LINK
+func NeighMAC(host *netns.Handle, index int, ip netip.Addr) (mac net.HardwareAddr, err error) {
+	fam := unix.AF_INET
+	if ip.Is6() {
+		fam = unix.AF_INET6
 	}
-	l, err := cnl.LinkByName(contName)
-	if err != nil {
-		return err
+	req := nl.NewNetlinkRequest(unix.RTM_GETNEIGH, 0)
+	req.AddData(&netlink.Ndmsg{Family: uint8(fam), Index: uint32(index)})
+	req.AddData(nl.NewRtAttr(unix.NDA_DST, ip.AsSlice()))
+	var msgs [][]byte
+	err = host.Do(func() (err error) { msgs, err = req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWNEIGH); return err })
+	if errors.Is(err, unix.ENOENT) || (err == nil && len(msgs) == 0) {
+		return nil, nil
 	}
-	return cnl.LinkSetHardwareAddr(l, l.Attrs().HardwareAddr)
+	if err != nil {
+		return nil, fmt.Errorf("neighbour %s: %w", ip, err)
+	}
+	n, err := netlink.NeighDeserialize(msgs[0])
+	if err != nil {
+		return nil, err
+	}
+	return n.HardwareAddr, nil
 }
 
 // Del removes the bridge name from host; gone is success.

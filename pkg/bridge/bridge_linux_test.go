@@ -96,3 +96,20 @@ func TestPortFlags(t *testing.T) {
 	}
 	Del(host.Handle(), "ndbr1")
 }
+
+func TestNeighMAC(t *testing.T) {
+	nettest.RequireRoot(t)
+	t.Parallel()
+	a, b := nettest.NewNS(t), nettest.NewNS(t)
+	nettest.NewVeth(t, a, "eth0", "198.51.100.5/24", b, "eth0", "198.51.100.6/24")
+	l := nettest.Link(t, a, "eth0")
+	ip := netip.MustParseAddr("198.51.100.6")
+	if mac, err := NeighMAC(a.Handle(), l.Attrs().Index, ip); err != nil || mac != nil {
+		t.Fatalf("no entry yet: %v, %v", mac, err)
+	}
+	nettest.Reachable(t, a, "198.51.100.6")
+	want := nettest.Link(t, b, "eth0").Attrs().HardwareAddr.String()
+	if mac, err := NeighMAC(a.Handle(), l.Attrs().Index, ip); err != nil || mac.String() != want {
+		t.Errorf("after a ping: %v, %v; want %s", mac, err, want)
+	}
+}

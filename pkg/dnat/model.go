@@ -183,16 +183,14 @@ func validKey(k netconf.Key) error {
 }
 
 // udpPorts lists the distinct published UDP host ports, for conntrack.
-func udpPorts(ms []mapping) []uint16 {
-	var out []uint16
-	seen := map[uint16]bool{}
+func udpPorts(ms []mapping) udpFlush {
+	var f udpFlush
 	for _, m := range ms {
-		if m.Proto == "udp" && !seen[m.HostPort] {
-			seen[m.HostPort] = true
-			out = append(out, m.HostPort)
+		if m.Proto == "udp" {
+			f.add(m.is4(), m.HostPort)
 		}
 	}
-	return out
+	return f
 }
 
 // tag is the human-readable owner written into comments and user data.

@@ -3,6 +3,7 @@ package dnat
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -53,10 +54,11 @@ func (b *nftBackend) retire(c *nftConn, key netconf.Key, elems []pubElem) error 
 		deleteNow = ok && m.Timeout == 0 // the update was ignored
 	}
 	var udp []pubElem
-	var ports []uint16
+	var ports udpFlush
 	for _, e := range elems {
 		if e.Proto == unix.IPPROTO_UDP {
-			udp, ports = append(udp, e), append(ports, e.Port)
+			udp = append(udp, e)
+			ports.add(strings.HasPrefix(e.Map, "dnat4"), e.Port)
 		}
 	}
 	if !deleteNow && len(udp) > 0 && waitGone(c, udp, b.retireTimeout()) != nil {

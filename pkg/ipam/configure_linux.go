@@ -42,7 +42,7 @@ func Configure(ns *netns.Handle, ifName string, res *current.Result, o Configure
 		return cnierr.Errorf(cnierr.Internal, "find %q in %s: %w", ifName, ns.Path, err)
 	}
 	ips := ipsFor(res, ifName)
-	if err := setSysctls(ns, ifName, hasV6(ips), o.Announce); err != nil {
+	if err := setSysctls(ns, ifName, hasV6(ips)); err != nil {
 		return err
 	}
 	var v4gw, v6gw net.IP
@@ -130,45 +130,27 @@ func hasV6(ips []*current.IPConfig) bool {
 // ConfigureOpts tunes Configure.
 type ConfigureOpts struct {
 	DAD bool // keep IPv6 duplicate address detection (and wait for it)
-	// Announce makes the kernel send a gratuitous ARP and an unsolicited
-	// neighbour advertisement (arp_notify, ndisc_notify) when the link
-	// comes up with its addresses (it must be down when Configure is
-	// called) or later when its MAC is set, so that neighbours holding a
-	// reused address's old MAC learn the new one at once.
-	Announce bool
 }
 
-// setSysctls writes, in one visit of ns, what IPv6 and Announce need: for
-// IPv6 disable_ipv6=0 on lo and ifName and keep_addr_on_down=1 on ifName,
-// as the reference does; for Announce arp_notify and ndisc_notify.
-func setSysctls(ns *netns.Handle, ifName string, v6, announce bool) error {
-	if !v6 && !announce {
+// setSysctls clears, for IPv6, disable_ipv6 on lo and ifName and sets
+// keep_addr_on_down on ifName, inside ns, as the reference does.
+func setSysctls(ns *netns.Handle, ifName string, v6 bool) error {
+	if !v6 {
 		return nil
 	}
 	return ns.Do(func() error {
-		if v6 {
-			for _, dev := range []string{"lo", ifName} {
-				p := "/proc/sys/net/ipv6/conf/" + dev + "/disable_ipv6"
-				if b, err := os.ReadFile(p); err == nil && len(b) > 0 && b[0] == '0' {
-					continue
-				}
-				if err := os.WriteFile(p, []byte("0"), 0o644); err != nil && !errors.Is(err, os.ErrNotExist) {
-					return cnierr.Errorf(cnierr.Internal, "enable IPv6 on %q: %w", dev, err)
-				}
+		for _, dev := range []string{"lo", ifName} {
+			p := "/proc/sys/net/ipv6/conf/" + dev + "/disable_ipv6"
+			if b, err := os.ReadFile(p); err == nil && len(b) > 0 && b[0] == '0' {
+				continue
+			}
+			if err := os.WriteFile(p, []byte("0"), 0o644); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return cnierr.Errorf(cnierr.Internal, "enable IPv6 on %q: %w", dev, err)
 			}
 		}
-		keys := []string{}
-		if v6 {
-			keys = append(keys, "ipv6/conf/"+ifName+"/keep_addr_on_down")
-		}
-		if announce {
-			keys = append(keys, "ipv4/conf/"+ifName+"/arp_notify", "ipv6/conf/"+ifName+"/ndisc_notify")
-		}
-		for _, k := range keys {
-			err := os.WriteFile("/proc/sys/net/"+k, []byte("1"), 0o644)
-			if err != nil && !errors.Is(err, os.ErrNotExist) { // no IPv6 in this kernel
-				return cnierr.Errorf(cnierr.Internal, "set %s: %w", k, err)
-			}
+		p := "/proc/sys/net/ipv6/conf/" + ifName + "/keep_addr_on_down"
+		if err := os.WriteFile(p, []byte("1"), 0o644); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return cnierr.Errorf(cnierr.Internal, "set keep_addr_on_down on %q: %w", ifName, err)
 		}
 		return nil
 	})

@@ -78,12 +78,12 @@ func add(ctx context.Context, r *cniplugin.Request[*Conf]) (_ *current.Result, e
 		if err := addDefaultRoutes(r.ContNS, res, c); err != nil {
 			return nil, err
 		}
-		if err := ipam.Configure(r.ContNS, r.Key.IfName, res, ipam.ConfigureOpts{DAD: c.EnableDAD, Announce: true}); err != nil {
+		if err := ipam.Configure(r.ContNS, r.Key.IfName, res, ipam.ConfigureOpts{DAD: c.EnableDAD}); err != nil {
 			return nil, err
 		}
 		// A reused address's neighbours (the node, other containers) learn
 		// the new MAC now, not after their entry for the old one times out.
-		if err := bridge.Announce(r.HostNS, r.ContNS, hostVeth, r.Key.IfName); err != nil {
+		if err := announce(r, br, hostVeth, pair, res); err != nil {
 			log.Printf("announce %s: %v", r.Key.IfName, err) // costs only the announcement
 		}
 	}
@@ -99,6 +99,34 @@ func add(ctx context.Context, r *cniplugin.Request[*Conf]) (_ *current.Result, e
 		return nil, err
 	}
 	return buildResult(r, res, br, pair)
+}
+
+// announce sends the container's gratuitous ARP and unsolicited NA, once
+// the bridge forwards on its port, for the addresses the node still maps
+// to another MAC: an address reused soon after its last holder left.
+// Broadcasting always would make every ADD cost O(attachments): the
+// bridge floods each announcement to every port, and every container's
+// stack processes it. The node talks to its containers (gateway, published
+// ports), so its table is where a stale mapping shows.
+func announce(r *cniplugin.Request[*Conf], br netlink.Link, hostVeth string, pair veth.Pair, res *current.Result) error {
+	a := pair.Cont.Attrs()
+	var stale []netip.Addr
+	for _, ip := range addrs(res) {
+		mac, err := bridge.NeighMAC(r.HostNS, br.Attrs().Index, ip)
+		if err != nil {
+			return err
+		}
+		if mac != nil && mac.String() != a.HardwareAddr.String() {
+			stale = append(stale, ip)
+		}
+	}
+	if len(stale) == 0 {
+		return nil
+	}
+	if err := bridge.WaitForwarding(r.HostNS, hostVeth); err != nil {
+		return err
+	}
+	return r.ContNS.Announce(a.Index, a.HardwareAddr, stale)
 }
 
 // gatewayPrefixes are the bridge addresses: each IP's gateway (network+1

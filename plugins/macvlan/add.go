@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log"
 	"net/netip"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -126,10 +127,20 @@ func configure(ctx context.Context, r *cniplugin.Request[*Conf], link netlink.Li
 	for _, ipc := range res.IPs {
 		ipc.Interface = current.Int(0)
 	}
-	// Announce: the kernel sends a gratuitous ARP and an unsolicited NA
-	// when the link comes up with its addresses, as the reference arranges.
-	if err := ipam.Configure(r.ContNS, r.Key.IfName, res, ipam.ConfigureOpts{DAD: c.EnableDAD, Announce: true}); err != nil {
+	if err := ipam.Configure(r.ContNS, r.Key.IfName, res, ipam.ConfigureOpts{DAD: c.EnableDAD}); err != nil {
 		return err
+	}
+	// The segment's caches learn the new MAC at once (the reference has
+	// the kernel do it through arp_notify/ndisc_notify; those sysctl
+	// writes cost O(namespaces)). A failure costs only the announcement.
+	var ips []netip.Addr
+	for _, ipc := range res.IPs {
+		if a, ok := netip.AddrFromSlice(ipc.Address.IP); ok {
+			ips = append(ips, a.Unmap())
+		}
+	}
+	if err := r.ContNS.Announce(link.Attrs().Index, link.Attrs().HardwareAddr, ips); err != nil {
+		log.Printf("announce %s: %v", r.Key.IfName, err)
 	}
 	return nil
 }

@@ -344,7 +344,7 @@ func (s *shim) dropNet(ctx context.Context, network string) error {
 	var sn shimNet
 	ok, err := s.st.Get(s.netFile(network), &sn)
 	if !ok {
-		return nil
+		return s.dropUnrecorded(ctx, network)
 	}
 	var errs []error
 	if err == nil {
@@ -362,6 +362,27 @@ func (s *shim) dropNet(ctx context.Context, network string) error {
 	errs = append(errs, s.st.Del(s.netFile(network)))
 	os.Remove(s.st.Path(s.refDir(network))) // empty by now; best effort
 	return errors.Join(errs...)
+}
+
+// dropUnrecorded takes back what a network's first shim attach took from
+// the pool before a kill kept it from recording it: the pool entry of the
+// shim's pseudo-attachment (O(1) by key) and its addresses on the shim.
+func (s *shim) dropUnrecorded(ctx context.Context, network string) error {
+	if s.ipam == nil || !s.ipam.Builtin() {
+		return nil
+	}
+	key := shimPoolKey(network, s.parent)
+	held, err := ipam.Addresses(ctx, s.ipam, key)
+	if err != nil || len(held) == 0 {
+		return err
+	}
+	var errs []error
+	if l, lerr := s.nl().LinkByName(shimName(s.parent)); lerr == nil {
+		for _, p := range held {
+			errs = append(errs, ignoreGone(s.nl().AddrDel(l, hostAddr(p.Addr()))))
+		}
+	}
+	return errors.Join(append(errs, ipam.Release(ctx, s.ipam, key))...)
 }
 
 func (s *shim) nl() *netlink.Handle {
