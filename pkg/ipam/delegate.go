@@ -1,14 +1,18 @@
 package ipam
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 
-	"github.com/containernetworking/cni/pkg/invoke"
+	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/types/create"
 
 	"github.com/netdrivers/netdrivers/pkg/cnierr"
 )
@@ -19,12 +23,13 @@ import (
 // code; a delegate that cannot be found is a config error (code 7).
 
 func delegateAdd(ctx context.Context, c *Config) (*current.Result, error) {
-	if err := findDelegate(c); err != nil {
-		return nil, err
-	}
-	r, err := invoke.DelegateAdd(ctx, c.Type, c.stdin, nil)
+	out, err := execDelegate(ctx, c, "ADD", c.stdin)
 	if err != nil {
 		return nil, fmt.Errorf("ipam %q ADD: %w", c.Type, err)
+	}
+	r, err := create.CreateFromBytes(out)
+	if err != nil {
+		return nil, cnierr.Errorf(cnierr.DecodeFailure, "ipam %q ADD: decode result: %w", c.Type, err)
 	}
 	res, err := current.NewResultFromResult(r)
 	if err != nil {
@@ -34,18 +39,18 @@ func delegateAdd(ctx context.Context, c *Config) (*current.Result, error) {
 }
 
 func delegateDel(ctx context.Context, c *Config) error {
-	return delegate(ctx, c, "DEL", invoke.DelegateDel)
+	return delegate(ctx, c, "DEL")
 }
 
 // delegateCheck forwards CHECK. The runtime's stdin carries prevResult;
 // when a caller's stdin lacks it, prev is put in, as CHECK needs one.
 func delegateCheck(ctx context.Context, c *Config, prev *current.Result) error {
 	if c == nil || prev == nil {
-		return delegate(ctx, c, "CHECK", invoke.DelegateCheck)
+		return delegate(ctx, c, "CHECK")
 	}
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(c.stdin, &m); err != nil || m["prevResult"] != nil {
-		return delegate(ctx, c, "CHECK", invoke.DelegateCheck)
+		return delegate(ctx, c, "CHECK")
 	}
 	pr, err := prev.GetAsVersion(orDefault(c.cniVersion, "0.1.0"))
 	if err == nil {
@@ -60,38 +65,65 @@ func delegateCheck(ctx context.Context, c *Config, prev *current.Result) error {
 	}
 	cc := *c
 	cc.stdin = stdin
-	return delegate(ctx, &cc, "CHECK", invoke.DelegateCheck)
+	return delegate(ctx, &cc, "CHECK")
 }
 
 func delegateGC(ctx context.Context, c *Config) error {
-	return delegate(ctx, c, "GC", invoke.DelegateGC)
+	return delegate(ctx, c, "GC")
 }
 
 func delegateStatus(ctx context.Context, c *Config) error {
-	return delegate(ctx, c, "STATUS", invoke.DelegateStatus)
+	return delegate(ctx, c, "STATUS")
 }
 
-type delegateFunc func(ctx context.Context, plugin string, conf []byte, exec invoke.Exec) error
-
-func delegate(ctx context.Context, c *Config, verb string, fn delegateFunc) error {
+func delegate(ctx context.Context, c *Config, verb string) error {
 	if c == nil {
 		return nil
 	}
-	if err := findDelegate(c); err != nil {
-		return err
-	}
-	if err := fn(ctx, c.Type, c.stdin, nil); err != nil {
+	if _, err := execDelegate(ctx, c, verb, c.stdin); err != nil {
 		return fmt.Errorf("ipam %q %s: %w", c.Type, verb, err)
 	}
 	return nil
 }
 
-// findDelegate looks the plugin up first, so that a missing binary is
-// reported as the config problem it is rather than as code 999.
-func findDelegate(c *Config) error {
-	paths := filepath.SplitList(os.Getenv("CNI_PATH"))
-	if _, err := invoke.FindInPath(c.Type, paths); err != nil {
-		return cnierr.Errorf(cnierr.InvalidConfig, `"ipam.type": plugin %q not found in CNI_PATH %q: %w`, c.Type, os.Getenv("CNI_PATH"), err)
+// findDelegate looks the plugin up in CNI_PATH; a missing binary is the
+// config problem it is (code 7) rather than code 999.
+func findDelegate(c *Config) (string, error) {
+	for _, dir := range filepath.SplitList(os.Getenv("CNI_PATH")) {
+		p := filepath.Join(dir, c.Type)
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
+			return p, nil
+		}
 	}
-	return nil
+	return "", cnierr.Errorf(cnierr.InvalidConfig, `"ipam.type": plugin %q not found in CNI_PATH %q`, c.Type, os.Getenv("CNI_PATH"))
+}
+
+// execDelegate runs the delegate with the plugin's own environment and
+// CNI_COMMAND set to verb, as libcni's invoke does, and returns its stdout.
+// A failure the delegate reports keeps its CNI code. (invoke itself is not
+// used: it links net/http and OpenTelemetry, whose start-up every plugin
+// process would pay, delegating or not.)
+func execDelegate(ctx context.Context, c *Config, verb string, stdin []byte) ([]byte, error) {
+	path, err := findDelegate(c)
+	if err != nil {
+		return nil, err
+	}
+	env := []string{"CNI_COMMAND=" + verb}
+	for _, e := range os.Environ() {
+		if !strings.HasPrefix(e, "CNI_COMMAND=") {
+			env = append(env, e)
+		}
+	}
+	var stdout, stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, path)
+	cmd.Env, cmd.Stdin, cmd.Stdout, cmd.Stderr = env, bytes.NewReader(stdin), &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		var te types.Error
+		if json.Unmarshal(stdout.Bytes(), &te) == nil && (te.Code != 0 || te.Msg != "") {
+			return nil, &te
+		}
+		return nil, fmt.Errorf("%w: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	os.Stderr.Write(stderr.Bytes()) // the delegate's diagnostics, passed on
+	return stdout.Bytes(), nil
 }

@@ -70,7 +70,7 @@ func (c *Config) Gateways() []netip.Addr {
 }
 
 // Allocate reserves addresses for key. Built-in: in-process, no exec. Otherwise
-// invoke.DelegateAdd of c.Type with the original stdin. The result carries IPs
+// an exec of c.Type from CNI_PATH with the original stdin. The result carries IPs
 // (Address with prefix, Gateway), Routes and DNS (resolvConf), no Interfaces.
 func Allocate(ctx context.Context, c *Config, key netconf.Key) (*current.Result, error) {
 	switch {
