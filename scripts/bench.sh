@@ -11,7 +11,8 @@
 #   scripts/bench.sh -perf DIR    also perf record -g them (plugins built unstripped for Go symbols)
 #   scripts/bench.sh --publish  copy the latest run into the README's Performance section and docs/bench.svg
 # Other flags go to the Go program (go run ./test/bench -h). Results:
-# <out>/<timestamp>/{report.md,results.json,plot.svg}, <out>/latest points there.
+# <out>/<timestamp>/{report.md,results.json,plot.svg}; <out>/latest points at the newest
+# full run, <out>/latest-quick at the newest --quick one.
 # Uses $NETDRIVERS_BIN when set (prebuilt plugins), else builds them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,7 +47,7 @@ while [ $# -gt 0 ]; do
 	--rev) rev=$(git rev-parse --short "$2"); shift 2 ;;
 	-strace) ensure_pkgs strace:strace; args+=(-strace "$(mkdir -p "$2" && cd "$2" && pwd)"); shift 2 ;;
 	-perf) ensure_pkgs perf:linux-perf; args+=(-perf "$(mkdir -p "$2" && cd "$2" && pwd)"); ldflags=; shift 2 ;;
-	-h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+	-h|--help) sed -n '2,17p' "$0"; exit 0 ;;
 	*) args+=("$1"); shift ;;
 	esac
 done

@@ -82,7 +82,7 @@ func gitCommit() string {
 
 // finish computes ratios and targets and writes results.json, report.md
 // and plot.svg into a fresh directory under the output directory, which
-// "latest" then points to.
+// "latest" (a full run) or "latest-quick" then points to.
 func (r *Report) finish() error {
 	r.Meta.Seconds = time.Since(r.start).Seconds()
 	r.Meta.LoadAfter = loadavg()
@@ -114,6 +114,9 @@ func (r *Report) finish() error {
 		}
 	}
 	latest := filepath.Join(r.cfg.out, "latest")
+	if r.cfg.quick {
+		latest += "-quick" // a smoke run never replaces the full run --publish takes
+	}
 	os.Remove(latest)
 	if err := os.Symlink(name, latest); err != nil {
 		return err
