@@ -47,7 +47,7 @@ while [ $# -gt 0 ]; do
 	--rev) rev=$(git rev-parse --short "$2"); shift 2 ;;
 	-strace) ensure_pkgs strace:strace; args+=(-strace "$(mkdir -p "$2" && cd "$2" && pwd)"); shift 2 ;;
 	-perf) ensure_pkgs perf:linux-perf; args+=(-perf "$(mkdir -p "$2" && cd "$2" && pwd)"); ldflags=; shift 2 ;;
-	-h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+	-h|--help) sed -n '2,16p' "$0"; exit 0 ;;
 	*) args+=("$1"); shift ;;
 	esac
 done
