@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"sync"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
@@ -35,6 +36,7 @@ type Handle struct {
 	file *os.File
 	id   ID
 	self bool
+	mu   sync.Mutex // guards the lazy NL for callers on several goroutines
 }
 
 // Open opens the network namespace at path and checks that it is one.
@@ -88,6 +90,8 @@ func fromFile(path string, f *os.File) (*Handle, error) {
 
 // Netlink returns the namespace-bound netlink handle, opening it on first use.
 func (h *Handle) Netlink() (netlinksafe.Handle, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	if h.NL.Handle != nil {
 		return h.NL, nil
 	}

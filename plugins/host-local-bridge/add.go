@@ -59,12 +59,10 @@ func add(ctx context.Context, r *cniplugin.Request[*Conf]) (_ *current.Result, e
 	if err := bridge.SetGateways(r.HostNS, br, gws, c.ForceAddress); err != nil {
 		return nil, err
 	}
-	if len(c.ports) > 0 {
-		if err := hostport.Reserve(ctx, store, r.Key, c.ports, true); err != nil {
-			return nil, err
-		}
-		u.Push(func() error { return hostport.Release(ctx, store, r.Key) })
-	}
+	// The node side (port reservations, packet filter) needs nothing of the
+	// container side (veth, addresses): on a 2-core node they overlap.
+	node := startNodeSide(ctx, r, store, res)
+	u.Push(node.undo)
 	pair, err := veth.Add(r.HostNS, r.ContNS, veth.Spec{HostName: hostVeth, ContName: r.Key.IfName,
 		MTU: c.MTU, ContMAC: c.mac, MasterIdx: br.Attrs().Index})
 	if err != nil {
@@ -87,18 +85,64 @@ func add(ctx context.Context, r *cniplugin.Request[*Conf]) (_ *current.Result, e
 			log.Printf("announce %s: %v", r.Key.IfName, err) // costs only the announcement
 		}
 	}
-	fw, err := dnat.New(c.FirewallBackend, r.HostNS, store)
-	if err != nil {
-		return nil, err
-	}
-	if err := fw.Add(ctx, network(c, res), &dnat.Attachment{Key: r.Key, Addrs: addrs(res), Ports: c.ports}); err != nil {
-		return nil, err
-	}
-	u.Push(func() error { return fw.Del(ctx, network(c, res), r.Key) })
 	if err := netns.Record(store, r.Key, r.ContNS); err != nil {
 		return nil, err
 	}
+	if err := node.wait(); err != nil {
+		return nil, err
+	}
 	return buildResult(r, res, br, pair)
+}
+
+// nodeSide is ADD's node-side work, run on its own goroutine.
+type nodeSide struct {
+	done chan struct{}
+	err  error
+	u    undo.Stack // what it did; empty when it failed (it undid itself)
+}
+
+// startNodeSide reserves the host ports and installs the attachment's
+// packet-filter rules. The sockets it opens are the node's: every thread
+// but one inside a netns.Handle.Do is in the node's namespace.
+func startNodeSide(ctx context.Context, r *cniplugin.Request[*Conf], store *state.Store, res *current.Result) *nodeSide {
+	n := &nodeSide{done: make(chan struct{})}
+	go func() {
+		defer close(n.done)
+		n.err = n.run(ctx, r, store, res)
+	}()
+	return n
+}
+
+func (n *nodeSide) run(ctx context.Context, r *cniplugin.Request[*Conf], store *state.Store, res *current.Result) (err error) {
+	defer n.u.OnError(&err)
+	c := r.Conf
+	if len(c.ports) > 0 {
+		if err := hostport.Reserve(ctx, store, r.Key, c.ports, true); err != nil {
+			return err
+		}
+		n.u.Push(func() error { return hostport.Release(ctx, store, r.Key) })
+	}
+	fw, err := dnat.New(c.FirewallBackend, r.HostNS, store)
+	if err != nil {
+		return err
+	}
+	if err := fw.Add(ctx, network(c, res), &dnat.Attachment{Key: r.Key, Addrs: addrs(res), Ports: c.ports}); err != nil {
+		return err
+	}
+	n.u.Push(func() error { return fw.Del(ctx, network(c, res), r.Key) })
+	return nil
+}
+
+// wait returns the node side's error once it has finished.
+func (n *nodeSide) wait() error {
+	<-n.done
+	return n.err
+}
+
+// undo takes back what the node side did, once it has finished.
+func (n *nodeSide) undo() error {
+	<-n.done
+	return n.u.Run()
 }
 
 // announce sends the container's gratuitous ARP and unsolicited NA, once
