@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/netdrivers/netdrivers/pkg/nettest"
 )
@@ -339,4 +341,45 @@ func TestBridgeLocalhostGuard(t *testing.T) {
 			n.detach(t, list, c)
 		})
 	}
+}
+
+// TestBridgeUDPDelFlush: after DEL no conntrack entry of a published UDP
+// port still leads to the departed container (plugins#1277), although a
+// client kept sending: the flush runs after the plugin answered.
+func TestBridgeUDPDelFlush(t *testing.T) {
+	nettest.RequireRoot(t)
+	t.Parallel()
+	n := newNode(t)
+	list := bridgeConf(t, "udpdel", "nftables", "10.92.1.0/24", nil)
+	c := n.attach(t, list, ports("udp//5400/53"))
+	nettest.Listen(t, c.ns, "udp", ":53", "ctr")
+	var conn net.Conn
+	n.outside.MustDo(t, func() (err error) {
+		conn, err = net.DialUDP("udp", &net.UDPAddr{Port: 40002}, &net.UDPAddr{IP: net.ParseIP(lanNode), Port: 5400})
+		return err
+	})
+	defer conn.Close()
+	buf := make([]byte, 100)
+	nettest.Eventually(t, 3*time.Second, "udp through the published port", func() error {
+		conn.Write([]byte("x"))
+		conn.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		_, err := conn.Read(buf)
+		return err
+	})
+	ctr := net.ParseIP(c.addr(false))
+	n.detach(t, list, c)
+	conn.Write([]byte("after")) // would refresh an entry still pointing at the container
+	nettest.Eventually(t, 2*time.Second, "conntrack entries to the departed container", func() error {
+		var flows []*netlink.ConntrackFlow
+		n.host.MustDo(t, func() (err error) {
+			flows, err = netlink.ConntrackTableList(netlink.ConntrackTable, unix.AF_INET)
+			return err
+		})
+		for _, f := range flows {
+			if f.Reverse.SrcIP.Equal(ctr) {
+				return fmt.Errorf("entry %s still leads to %s", f, ctr)
+			}
+		}
+		return nil
+	})
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/netdrivers/netdrivers/pkg/cnierr"
 	"github.com/netdrivers/netdrivers/pkg/netconf"
 	"github.com/netdrivers/netdrivers/pkg/netns"
+	"github.com/netdrivers/netdrivers/pkg/reexec"
 )
 
 func init() {
@@ -76,6 +77,7 @@ func (r *Request[C]) Attachment() netconf.Key { return r.Key }
 
 // Run is a plugin's main. It does not return.
 func Run[C any](p Plugin[C]) {
+	reexec.Init() // a detached copy runs its job here and exits
 	log.SetPrefix(p.Name + ": ")
 	log.SetFlags(0)
 	log.SetOutput(os.Stderr)

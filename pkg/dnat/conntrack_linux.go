@@ -4,7 +4,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
+	"strconv"
+	"strings"
 	"syscall"
+	"time"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
@@ -13,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/netdrivers/netdrivers/pkg/netns"
+	"github.com/netdrivers/netdrivers/pkg/reexec"
 )
 
 // udpFlush lists, by family, the published UDP host ports whose conntrack
@@ -36,14 +41,89 @@ func (f *udpFlush) add(v4 bool, port uint16) {
 // the published host ports, so that datagrams stop following entries made
 // before the mapping changed (plugins#123). Deleting by port means a dump:
 // the kernel walks its whole conntrack hash (262,144 buckets on a 24 GiB
-// machine, ~6 ms) however few entries the namespace holds. So it dumps only
-// the families with UDP ports, and not at all when the namespace's entry
-// count (one netlink request) is 0.
+// machine, ~6 ms) however few entries the namespace holds. So in a plugin
+// a detached copy of the binary does it after the plugin answered (the
+// entries go a few milliseconds later, the runtime does not wait), and it
+// dumps only the families with UDP ports, and not at all when the
+// namespace has no entries. after delays the copy's flush.
 // Equivalent to: conntrack -D -p udp --orig-port-dst PORT (-f ipv4, -f ipv6)
-func flushUDP(host *netns.Handle, f udpFlush) error {
+func flushUDP(host *netns.Handle, f udpFlush, after time.Duration) error {
 	if len(f.v4)+len(f.v6) == 0 {
 		return nil
 	}
+	if host.IsSelf() && reexec.Enabled() {
+		if err := reexec.Start(flushHelper, flushEnv+"="+f.encode(after)); err == nil {
+			return nil
+		}
+	}
+	time.Sleep(after)
+	return flushNow(host, f)
+}
+
+const (
+	flushHelper = "flush-udp"
+	flushEnv    = "NETDRIVERS_FLUSH_UDP"
+)
+
+func init() { reexec.Register(flushHelper, flushFromEnv) }
+
+// flushFromEnv is the detached copy's work: NETDRIVERS_FLUSH_UDP holds
+// "after;v4 ports;v6 ports", ports comma-separated.
+func flushFromEnv() int {
+	f, after, err := decodeFlush(os.Getenv(flushEnv))
+	if err != nil {
+		return 2
+	}
+	time.Sleep(after)
+	host, err := netns.Self()
+	if err != nil {
+		return 1
+	}
+	defer host.Close()
+	if flushNow(host, f) != nil {
+		return 1
+	}
+	return 0
+}
+
+func (f udpFlush) encode(after time.Duration) string {
+	join := func(ps []uint16) string {
+		var b []string
+		for _, p := range ps {
+			b = append(b, strconv.Itoa(int(p)))
+		}
+		return strings.Join(b, ",")
+	}
+	return after.String() + ";" + join(f.v4) + ";" + join(f.v6)
+}
+
+func decodeFlush(s string) (udpFlush, time.Duration, error) {
+	var f udpFlush
+	parts := strings.Split(s, ";")
+	if len(parts) != 3 {
+		return f, 0, fmt.Errorf("flush spec %q", s)
+	}
+	after, err := time.ParseDuration(parts[0])
+	if err != nil {
+		return f, 0, err
+	}
+	for i, list := range parts[1:] {
+		for _, p := range strings.Split(list, ",") {
+			if p == "" {
+				continue
+			}
+			n, err := strconv.ParseUint(p, 10, 16)
+			if err != nil {
+				return f, 0, err
+			}
+			f.add(i == 0, uint16(n))
+		}
+	}
+	return f, after, nil
+}
+
+// flushNow is the flush itself, in host.
+func flushNow(host *netns.Handle, f udpFlush) error {
 	var count uint32
 	err := host.Do(func() (err error) { count, err = conntrackCount(); return err })
 	if err == nil && count == 0 {

@@ -106,7 +106,7 @@ func (b *iptBackend) Add(ctx context.Context, n *Network, a *Attachment) (err er
 	if err != nil {
 		return cnierr.Wrap(cnierr.IOFailure, err)
 	}
-	return flushUDP(b.host, udpPorts(ms))
+	return flushUDP(b.host, udpPorts(ms), 0)
 }
 
 // Del removes the attachment's jumps and chain: from Add's record, or by
@@ -137,7 +137,7 @@ func (b *iptBackend) Del(ctx context.Context, n *Network, key netconf.Key) error
 		}
 		return errors.Join(append(errs, deleteAttChain(ipt, key))...)
 	})
-	err = errors.Join(rerr, err, flushUDP(b.host, udpPorts(ms)))
+	err = errors.Join(rerr, err, flushUDP(b.host, udpPorts(ms), 0))
 	if err != nil {
 		return err
 	}

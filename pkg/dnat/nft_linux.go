@@ -89,7 +89,7 @@ func (b *nftBackend) Add(ctx context.Context, n *Network, a *Attachment) (err er
 		}
 		u.Push(func() error { return b.retire(c, a.Key, elems) })
 	}
-	return flushUDP(b.host, udpPorts(ms))
+	return flushUDP(b.host, udpPorts(ms), 0)
 }
 
 // checkAdd validates a request before anything changes.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/netdrivers/netdrivers/pkg/cnierr"
 	"github.com/netdrivers/netdrivers/pkg/netconf"
+	"github.com/netdrivers/netdrivers/pkg/reexec"
 )
 
 // Retiring elements instead of deleting them (see the layout comment).
@@ -61,6 +62,11 @@ func (b *nftBackend) retire(c *nftConn, key netconf.Key, elems []pubElem) error 
 			ports.add(strings.HasPrefix(e.Map, "dnat4"), e.Port)
 		}
 	}
+	if !deleteNow && len(udp) > 0 && b.host.IsSelf() && reexec.Enabled() {
+		// The detached flush waits out the timeout itself: an expired
+		// element no longer maps anything, even before the set's GC.
+		return flushUDP(b.host, ports, b.retireTimeout()+25*time.Millisecond) // a few ticks
+	}
 	if !deleteNow && len(udp) > 0 && waitGone(c, udp, b.retireTimeout()) != nil {
 		deleteNow = true
 	}
@@ -69,7 +75,7 @@ func (b *nftBackend) retire(c *nftConn, key netconf.Key, elems []pubElem) error 
 			return err
 		}
 	}
-	return flushUDP(b.host, ports)
+	return flushUDP(b.host, ports, 0)
 }
 
 // expireElems gives the elements a timeout in one transaction or, when
