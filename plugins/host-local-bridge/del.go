@@ -33,16 +33,18 @@ func teardown(ctx context.Context, c *Conf, host *netns.Handle, store *state.Sto
 	if rec != nil && rec.Objects["firewall"] != "" {
 		backend = rec.Objects["firewall"] // the one ADD used, even if the config changed since
 	}
+	// Deleting a veth waits for an RCU grace period (the kernel floor of a
+	// DEL); the node-side steps go on meanwhile.
+	vethDone := make(chan error, 1)
+	go func() { vethDone <- veth.Del(host, hostVeth) }()
 	var errs []error
 	if fw, err := dnat.New(backend, host, store); err != nil {
 		errs = append(errs, err)
 	} else {
 		errs = append(errs, fw.Del(ctx, network(c, nil), key)) // before the addresses can be reused
 	}
-	errs = append(errs,
-		hostport.Release(ctx, store, key),
-		veth.Del(host, hostVeth),
-	)
+	errs = append(errs, hostport.Release(ctx, store, key))
+	errs = append(errs, <-vethDone) // the address is free once no link holds it
 	if c.ipam != nil {
 		errs = append(errs, ipam.Release(ctx, c.ipam, key))
 	}
