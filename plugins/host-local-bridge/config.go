@@ -116,6 +116,9 @@ func loadTolerant(r *cniplugin.Request[*Conf]) *Conf {
 	if netconf.ValidateIfName(c.Bridge) != nil {
 		c.Bridge = defaultBridge(c.Name)
 	}
+	if !validMTU(c.MTU) {
+		c.MTU = 0
+	}
 	var err error
 	c.ipam, err = ipam.LoadForDel(r.Stdin, r.Args)
 	errs = append(errs, err)
@@ -161,11 +164,14 @@ func (c *Conf) resolveFlags() error {
 	if c.mode == dnat.ModeRouted {
 		c.masq = false
 	}
-	if c.MTU != 0 && (c.MTU < 68 || c.MTU > 65535) {
+	if !validMTU(c.MTU) {
 		return cnierr.Errorf(cnierr.InvalidConfig, "\"mtu\": %d is not in 68-65535", c.MTU)
 	}
 	return nil
 }
+
+// validMTU: 0 is "the kernel's default"; 68 is IPv4's minimum.
+func validMTU(mtu int) bool { return mtu == 0 || (mtu >= 68 && mtu <= 65535) }
 
 func (c *Conf) resolveNames() error {
 	if c.Bridge == "" {
