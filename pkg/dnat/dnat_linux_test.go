@@ -71,7 +71,7 @@ func TestPublish(t *testing.T) {
 			if err := be.Del(ctx, bn.Network, att.Key); err != nil {
 				t.Fatal(err)
 			}
-			unreachable(t, w.client, "tcp", join(hostOut4, 8080))
+			unpublished(t, w.client, "tcp", join(hostOut4, 8080))
 			if err := be.Check(ctx, bn.Network, att); !errors.Is(err, ErrMissing) {
 				t.Errorf("Check after Del = %v, want ErrMissing", err)
 			}
@@ -267,7 +267,7 @@ func TestParallel(t *testing.T) {
 			reach(t, w.client, "tcp", join(hostOut4, 20000), "A")
 			reach(t, w.client, "tcp", join(hostOut4, 20000+n-1), "A")
 			run(func(att *Attachment) error { return be.Del(ctx, bn.Network, att.Key) })
-			unreachable(t, w.client, "tcp", join(hostOut4, 20000))
+			unpublished(t, w.client, "tcp", join(hostOut4, 20000))
 			if err := be.GC(ctx, bn.Network, nil); err != nil {
 				t.Fatal(err)
 			}

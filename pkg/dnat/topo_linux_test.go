@@ -177,6 +177,24 @@ func unreachable(t *testing.T, n *nettest.NS, network, addr string) {
 	}
 }
 
+// unpublished: addr stops answering from n within a retired element's
+// lifetime (it expires at the kernel's next tick; Del does not wait for
+// TCP ones).
+func unpublished(t *testing.T, n *nettest.NS, network, addr string) {
+	t.Helper()
+	deadline := time.Now().Add(retireWait)
+	for {
+		got, err := nettest.Dial(n, network, addr, 400*time.Millisecond)
+		if err != nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s %s from %s still answered %q %v after Del; want no answer", network, addr, n.Name, got, retireWait)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
 var (
 	netName  = regexp.MustCompile(`[^a-z0-9_.-]+`)
 	counters = regexp.MustCompile(`\[\d+:\d+\]`)
