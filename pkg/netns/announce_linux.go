@@ -8,29 +8,30 @@ import (
 	"net/netip"
 	"unsafe"
 
+	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 )
 
 // Announce sends, out of link ifIndex inside h, a gratuitous ARP for each
 // IPv4 address and an unsolicited neighbour advertisement for each IPv6
 // one, so that neighbours holding another MAC for a (reused) address
-// learn mac at once, not when their entry times out. It is what the
-// kernel's arp_notify/ndisc_notify send at link up, without writing those
-// sysctls: every /proc/sys lookup costs O(namespaces) on a busy node.
-// Equivalent to: arping -U -c1 -I IF ADDR; (ICMPv6 NA, override, to ff02::1)
+// learn mac at once, not when their entry times out. mac is the link's
+// own. The sysctls arp_notify/ndisc_notify that the reference writes are
+// avoided: every /proc/sys lookup costs O(namespaces) on a busy node.
 func (h *Handle) Announce(ifIndex int, mac net.HardwareAddr, addrs []netip.Addr) error {
-	var v4, v6 []netip.Addr
+	var v4 bool
+	var v6 []netip.Addr
 	for _, a := range addrs {
 		if a.Is4() {
-			v4 = append(v4, a)
+			v4 = true
 		} else {
 			v6 = append(v6, a)
 		}
 	}
-	arp, icmp := -1, -1
-	err := h.Do(func() (err error) { // one visit for both sockets
-		if len(v4) > 0 {
-			if arp, err = unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ARP))); err != nil {
+	icmp := -1
+	err := h.Do(func() (err error) { // one visit for both
+		if v4 {
+			if err = garp(ifIndex, mac); err != nil {
 				return err
 			}
 		}
@@ -39,39 +40,45 @@ func (h *Handle) Announce(ifIndex int, mac net.HardwareAddr, addrs []netip.Addr)
 		}
 		return err
 	})
-	for _, fd := range []int{arp, icmp} {
-		if fd >= 0 {
-			defer unix.Close(fd)
-		}
+	if icmp >= 0 {
+		defer unix.Close(icmp)
 	}
 	if err != nil {
 		return fmt.Errorf("announce %v: %w", addrs, err)
 	}
 	var errs []error
-	for _, a := range v4 {
-		errs = append(errs, sendGARP(arp, ifIndex, mac, a))
-	}
 	for _, a := range v6 {
 		errs = append(errs, sendNA(icmp, ifIndex, mac, a))
 	}
 	return errors.Join(errs...)
 }
 
-// sendGARP broadcasts an ARP request for a from a, as Linux's arp_notify.
-func sendGARP(fd, ifIndex int, mac net.HardwareAddr, a netip.Addr) error {
-	ip := a.As4()
-	pkt := make([]byte, 28)
-	binary.BigEndian.PutUint16(pkt[0:], 1)             // Ethernet
-	binary.BigEndian.PutUint16(pkt[2:], unix.ETH_P_IP) // IPv4
-	pkt[4], pkt[5] = 6, 4                              // address lengths
-	binary.BigEndian.PutUint16(pkt[6:], 1)             // request
-	copy(pkt[8:], mac)                                 // sender MAC
-	copy(pkt[14:], ip[:])                              // sender IP
-	copy(pkt[24:], ip[:])                              // target IP (target MAC zero)
-	to := &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ARP), Ifindex: ifIndex, Halen: 6,
-		Addr: [8]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}}
-	if err := unix.Sendto(fd, pkt, 0, to); err != nil {
-		return fmt.Errorf("gratuitous ARP for %s: %w", a, err)
+// ipv4DevconfARPNotify is IPV4_DEVCONF_ARP_NOTIFY (linux/ip.h).
+const ipv4DevconfARPNotify = 22
+
+// garp has the kernel send the gratuitous ARPs, for every IPv4 address of
+// the link, over netlink in the current namespace: the link's own
+// arp_notify (the reference's setting, through IFLA_INET_CONF, not
+// /proc/sys), then its MAC set to itself, which raises NETDEV_CHANGEADDR.
+// An AF_PACKET socket would do too, but closing one waits for an RCU
+// grace period (synchronize_net): ~15 ms, most of a macvlan ADD.
+func garp(ifIndex int, mac net.HardwareAddr) error {
+	req := nl.NewNetlinkRequest(unix.RTM_SETLINK, unix.NLM_F_ACK)
+	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
+	msg.Index = int32(ifIndex)
+	req.AddData(msg)
+	spec := nl.NewRtAttr(unix.IFLA_AF_SPEC, nil)
+	spec.AddRtAttr(unix.AF_INET, nil).AddRtAttr(unix.IFLA_INET_CONF, nil).
+		AddRtAttr(ipv4DevconfARPNotify, nl.Uint32Attr(1))
+	req.AddData(spec)
+	if _, err := req.Execute(unix.NETLINK_ROUTE, 0); err != nil {
+		return fmt.Errorf("arp_notify: %w", err)
+	}
+	req = nl.NewNetlinkRequest(unix.RTM_SETLINK, unix.NLM_F_ACK)
+	req.AddData(msg)
+	req.AddData(nl.NewRtAttr(unix.IFLA_ADDRESS, mac))
+	if _, err := req.Execute(unix.NETLINK_ROUTE, 0); err != nil {
+		return fmt.Errorf("gratuitous ARP: %w", err)
 	}
 	return nil
 }
@@ -104,5 +111,3 @@ func sendNA(fd, ifIndex int, mac net.HardwareAddr, a netip.Addr) error {
 	}
 	return nil
 }
-
-func htons(v uint16) uint16 { return v<<8 | v>>8 }
