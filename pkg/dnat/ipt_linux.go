@@ -165,23 +165,7 @@ func (b *iptBackend) Check(ctx context.Context, n *Network, a *Attachment) error
 
 // GC deletes n's attachments not in valid and, with none left, n's rules.
 func (b *iptBackend) GC(ctx context.Context, n *Network, valid []netconf.Key) error {
-	if err := n.validate(); err != nil {
-		return err
-	}
-	recs, err := b.rec.list(n.Name)
-	errs := []error{err}
-	left := 0
-	for _, r := range recs {
-		if slices.Contains(valid, r.Key) {
-			left++
-			continue
-		}
-		errs = append(errs, b.Del(ctx, n, r.Key))
-	}
-	if left == 0 {
-		errs = append(errs, b.removeNetwork(ctx, n))
-	}
-	return errors.Join(errs...)
+	return b.rec.gc(ctx, n, valid, b.Del, b.removeNetwork)
 }
 
 // Status checks that the iptables binaries run in the host namespace.

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"slices"
 	"time"
 
 	"github.com/google/nftables"
@@ -336,23 +335,7 @@ func valString(v []byte) string {
 // GC deletes the attachments of n not in valid and, when none is left,
 // n's shared objects (and the table once no network uses it).
 func (b *nftBackend) GC(ctx context.Context, n *Network, valid []netconf.Key) error {
-	if err := n.validate(); err != nil {
-		return err
-	}
-	recs, err := b.rec.list(n.Name)
-	errs := []error{err}
-	left := 0
-	for _, r := range recs {
-		if slices.Contains(valid, r.Key) {
-			left++
-			continue
-		}
-		errs = append(errs, b.Del(ctx, n, r.Key))
-	}
-	if left == 0 {
-		errs = append(errs, b.removeNetwork(ctx, n))
-	}
-	return errors.Join(errs...)
+	return b.rec.gc(ctx, n, valid, b.Del, b.removeNetwork)
 }
 
 // Status checks that nftables answers in the host namespace.

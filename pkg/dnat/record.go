@@ -1,10 +1,12 @@
 package dnat
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/netip"
 	"path"
+	"slices"
 
 	"github.com/netdrivers/netdrivers/pkg/netconf"
 	"github.com/netdrivers/netdrivers/pkg/state"
@@ -95,6 +97,29 @@ func (r records) list(network string) ([]*record, error) {
 		out = append(out, &rec)
 	}
 	return out, errors.Join(errs...)
+}
+
+// gc deletes network n's recorded attachments not in valid with del and,
+// with none left, its own objects with removeNetwork: both backends' GC.
+func (r records) gc(ctx context.Context, n *Network, valid []netconf.Key,
+	del func(context.Context, *Network, netconf.Key) error, removeNetwork func(context.Context, *Network) error) error {
+	if err := n.validate(); err != nil {
+		return err
+	}
+	recs, err := r.list(n.Name)
+	errs := []error{err}
+	left := 0
+	for _, rec := range recs {
+		if slices.Contains(valid, rec.Key) {
+			left++
+			continue
+		}
+		errs = append(errs, del(ctx, n, rec.Key))
+	}
+	if left == 0 {
+		errs = append(errs, removeNetwork(ctx, n))
+	}
+	return errors.Join(errs...)
 }
 
 // getNet returns network's record, or nil when there is none.
