@@ -12,6 +12,7 @@ import (
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/vishvananda/netlink"
 
 	"github.com/netdrivers/netdrivers/pkg/nettest"
 )
@@ -225,4 +226,21 @@ func gcErr(t *testing.T, n *node, list *libcni.NetworkConfigList, valid ...*cont
 	stdin, _ := json.Marshal(conf)
 	_, err := n.cni.Exec(t, conf["type"].(string), stdin, map[string]string{"CNI_COMMAND": "GC", "CNI_PATH": strings.Join(n.cni.Path, ":")})
 	return err
+}
+
+// linkLocals are the IPv6 link-local addresses on link in ns (made by the
+// kernel when the link comes up, unless addr_gen_mode is none).
+func linkLocals(t *testing.T, ns *nettest.NS, link string) []string {
+	t.Helper()
+	addrs, err := ns.NL(t).AddrList(nettest.Link(t, ns, link), netlink.FAMILY_V6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, a := range addrs {
+		if a.IP.IsLinkLocalUnicast() {
+			out = append(out, a.IP.String())
+		}
+	}
+	return out
 }

@@ -16,7 +16,8 @@ import (
 	"github.com/netdrivers/netdrivers/pkg/nettest"
 )
 
-// TestBridgeDualStackStaticAndMAC: one address per range set, v6 traffic
+// TestBridgeDualStackStaticAndMAC: one address per range set, a link-local
+// too, v6 traffic
 // through the gateway and a published port over IPv6; a requested IP and
 // MAC from each of the capability, args.cni and CNI_ARGS.
 func TestBridgeDualStackStaticAndMAC(t *testing.T) {
@@ -32,6 +33,9 @@ func TestBridgeDualStackStaticAndMAC(t *testing.T) {
 				t.Fatalf("want v4 and v6 addresses, got %+v", c.res.IPs)
 			}
 			nettest.Reachable(t, c.ns, "2001:db8:50::1")
+			if len(linkLocals(t, c.ns, "eth0")) != 1 {
+				t.Errorf("dual-stack attachment: link-local addresses %v, want one", linkLocals(t, c.ns, "eth0"))
+			}
 			nettest.Listen(t, c.ns, "tcp", ":80", "six")
 			wantFrom(t, n.outside, "tcp", "[2001:db8:51::1]:8080", "six [2001:db8:51::2]:")
 			if containerHasDefault(t, c.ns, true) != 1 || containerHasDefault(t, c.ns, false) != 1 {

@@ -19,7 +19,8 @@ import (
 const dialTimeout = 2 * time.Second
 
 // TestBridgeLifecycle: ADD, CHECK, DEL, DEL for every spec version, with
-// the reference result shape, the store and the host back to before.
+// the reference result shape, the store and the host back to before; an
+// IPv4-only attachment has no IPv6 link-local.
 func TestBridgeLifecycle(t *testing.T) {
 	nettest.RequireRoot(t)
 	for _, ver := range cniplugin.SupportedVersions {
@@ -46,6 +47,9 @@ func TestBridgeLifecycle(t *testing.T) {
 				}
 			}
 			nettest.Reachable(t, c.ns, "10.10.0.1")
+			if ll := linkLocals(t, c.ns, "eth0"); len(ll) != 0 {
+				t.Errorf("IPv4-only attachment has IPv6 link-local %v (Docker disables IPv6 there)", ll)
+			}
 			if atLeast(ver, "0.4.0") {
 				n.cni.MustCheck(t, list, c.rt)
 			}

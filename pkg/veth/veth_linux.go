@@ -31,7 +31,15 @@ type Spec struct {
 	MTU       int              // 0: kernel default
 	ContMAC   net.HardwareAddr // nil: random
 	MasterIdx int              // host end enslaved to this link (a bridge); 0: none
+	// NoLinkLocal leaves the container end without an IPv6 link-local
+	// address (addr_gen_mode none), for an IPv4-only attachment: Docker
+	// disables IPv6 there, and the autoconfiguration's multicast (DAD,
+	// router and MLD solicitations) would be flooded to every bridge port.
+	NoLinkLocal bool
 }
+
+// ip6AddrGenModeNone is IN6_ADDR_GEN_MODE_NONE (linux/if_link.h).
+const ip6AddrGenModeNone = 1
 
 // Pair is what Add made.
 type Pair struct {
@@ -42,6 +50,7 @@ type Pair struct {
 // up) and s.ContName in cont (up), in one create without a namespace
 // move. On error nothing is left.
 // Equivalent to: ip link add HOST mtu MTU master BR up type veth peer CONT address MAC netns CONT
+// (and, with NoLinkLocal: ip -n CONT link set CONT addrgenmode none)
 func Add(host, cont *netns.Handle, s Spec) (_ Pair, err error) {
 	hnl, err := host.Netlink()
 	if err != nil {
@@ -73,6 +82,13 @@ func Add(host, cont *netns.Handle, s Spec) (_ Pair, err error) {
 	cl, err := cnl.LinkByName(s.ContName)
 	if err != nil {
 		return Pair{}, fmt.Errorf("find %q in container: %w", s.ContName, err)
+	}
+	if s.NoLinkLocal {
+		// Before up, when the kernel would make it. A kernel without IPv6
+		// refuses; that costs nothing.
+		if err := cnl.LinkSetIP6AddrGenMode(cl, ip6AddrGenModeNone); err != nil && !errors.Is(err, unix.EAFNOSUPPORT) {
+			return Pair{}, fmt.Errorf("no IPv6 link-local on %q: %w", s.ContName, err)
+		}
 	}
 	if err := cnl.LinkSetUp(cl); err != nil {
 		return Pair{}, fmt.Errorf("set %q up: %w", s.ContName, err)

@@ -64,7 +64,7 @@ func add(ctx context.Context, r *cniplugin.Request[*Conf]) (_ *current.Result, e
 	node := startNodeSide(ctx, r, store, res)
 	u.Push(node.undo)
 	pair, err := veth.Add(r.HostNS, r.ContNS, veth.Spec{HostName: hostVeth, ContName: r.Key.IfName,
-		MTU: c.MTU, ContMAC: c.mac, MasterIdx: br.Attrs().Index})
+		MTU: c.MTU, ContMAC: c.mac, MasterIdx: br.Attrs().Index, NoLinkLocal: ipv4Only(res)})
 	if err != nil {
 		return nil, err
 	}
@@ -253,6 +253,17 @@ func hasDefault(routes []*types.Route, dst net.IPNet) bool {
 		}
 	}
 	return false
+}
+
+// ipv4Only reports whether the attachment got addresses, none of them
+// IPv6: Docker's IPv4-only network, whose containers have no IPv6.
+func ipv4Only(res *current.Result) bool {
+	for _, ip := range res.IPs {
+		if ip.Address.IP.To4() == nil {
+			return false
+		}
+	}
+	return len(res.IPs) > 0
 }
 
 func addrs(res *current.Result) []netip.Addr {
