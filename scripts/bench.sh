@@ -9,7 +9,7 @@
 #   scripts/bench.sh --rev REV  plugins built from commit REV, not the working tree
 #   scripts/bench.sh -strace DIR  also strace (-f -C -tt -T) 3 lifecycles per scenario at its largest W
 #   scripts/bench.sh -perf DIR    also perf record -g them (plugins built unstripped for Go symbols)
-#   scripts/bench.sh --publish  copy the latest run into the README's Performance section and docs/bench.svg
+#   scripts/bench.sh --publish [RUN]  copy the latest run (or the run directory RUN) into the README's Performance section and docs/bench.svg
 # Other flags go to the Go program (go run ./test/bench -h). Results:
 # <out>/<timestamp>/{report.md,results.json,plot.svg}; <out>/latest points at the newest
 # full run, <out>/latest-quick at the newest --quick one.
