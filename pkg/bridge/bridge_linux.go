@@ -272,14 +272,14 @@ func Check(host *netns.Handle, name string, gws []netip.Prefix, port string, f P
 	if l.Attrs().Flags&net.FlagUp == 0 {
 		return fmt.Errorf("bridge %q is down", name)
 	}
-	have, err := netns.AddrList(nl, l, netlink.FAMILY_ALL)
+	have, err := linkAddrs(host, l.Attrs().Index)
 	if err != nil {
-		return err
+		return fmt.Errorf("addresses of bridge %q: %w", name, err)
 	}
 	for _, gw := range gws {
 		ok := false
 		for _, a := range have {
-			ok = ok || toPrefix(a.IPNet) == gw
+			ok = ok || a == gw
 		}
 		if !ok {
 			return fmt.Errorf("bridge %q lacks gateway address %s", name, gw)
@@ -295,7 +295,7 @@ func Check(host *netns.Handle, name string, gws []netip.Prefix, port string, f P
 	if p.Attrs().MasterIndex != l.Attrs().Index {
 		return fmt.Errorf("%q is not a port of bridge %q", port, name)
 	}
-	pi, err := nl.LinkGetProtinfo(p)
+	pi, err := portFlags(host, p.Attrs().Index)
 	if err != nil {
 		return fmt.Errorf("read port flags of %q: %w", port, err)
 	}

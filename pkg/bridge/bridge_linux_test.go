@@ -57,6 +57,13 @@ func TestEnsureRaceAndGateways(t *testing.T) {
 	if err := Check(host.Handle(), "ndbr0", other, "", PortFlags{}); err != nil {
 		t.Errorf("after force: %v", err)
 	}
+	if err := Check(host.Handle(), "ndbr0", []netip.Prefix{netip.MustParsePrefix("10.9.0.1/24")}, "", PortFlags{}); err == nil {
+		t.Error("Check found the gateway force replaced")
+	}
+	nettest.AddAddr(t, host, "lo", "10.9.7.1/24") // another link's address is not the bridge's
+	if err := Check(host.Handle(), "ndbr0", []netip.Prefix{netip.MustParsePrefix("10.9.7.1/24")}, "", PortFlags{}); err == nil {
+		t.Error("Check took an address of lo for the bridge's")
+	}
 	if _, err := Ensure(host.Handle(), Spec{Name: "lo"}); err == nil {
 		t.Error("Ensure adopted lo as a bridge")
 	}
@@ -89,6 +96,21 @@ func TestPortFlags(t *testing.T) {
 	}
 	if err := Check(host.Handle(), "ndbr1", nil, "vethport0", PortFlags{Hairpin: true}); err == nil {
 		t.Error("Check missed the isolated flag")
+	}
+	if err := Check(host.Handle(), "ndbr1", nil, "vethport0", PortFlags{Isolated: true}); err == nil {
+		t.Error("Check missed the hairpin flag")
+	}
+	if err := host.NL(t).LinkSetHairpin(port, false); err != nil { // SetPort only sets flags on
+		t.Fatal(err)
+	}
+	if err := host.NL(t).LinkSetIsolated(port, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := Check(host.Handle(), "ndbr1", nil, "vethport0", PortFlags{}); err != nil {
+		t.Errorf("Check with both flags off: %v", err)
+	}
+	if err := Check(host.Handle(), "ndbr1", nil, "vethport0", f); err == nil {
+		t.Error("Check missed both flags off")
 	}
 	ports, err := Ports(host.Handle(), "ndbr1")
 	if err != nil || len(ports) != 1 || ports[0].Attrs().Name != "vethport0" {
