@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	current "github.com/containernetworking/cni/pkg/types/100"
 	refalloc "github.com/containernetworking/plugins/plugins/ipam/host-local/backend/allocator"
 
 	"github.com/netdrivers/netdrivers/pkg/cnierr"
@@ -218,5 +219,22 @@ func TestSubnetsGateways(t *testing.T) {
 	}
 	if got := fmt.Sprint(c.Gateways()); got != "[10.1.0.1 10.2.0.254 2001:db8::1]" {
 		t.Errorf("Gateways = %s", got)
+	}
+}
+
+// TestResultAddrs: a result's addresses come out unmapped, with their
+// prefix lengths, in order.
+func TestResultAddrs(t *testing.T) {
+	v4, n4, _ := net.ParseCIDR("10.1.0.5/24")
+	_, n6, _ := net.ParseCIDR("2001:db8::7/64")
+	res := &current.Result{IPs: []*current.IPConfig{
+		{Address: net.IPNet{IP: v4.To16(), Mask: n4.Mask}},
+		{Address: net.IPNet{IP: net.ParseIP("2001:db8::7"), Mask: n6.Mask}},
+	}}
+	if got := fmt.Sprint(Prefixes(res)); got != "[10.1.0.5/24 2001:db8::7/64]" {
+		t.Errorf("Prefixes = %s", got)
+	}
+	if got := fmt.Sprint(Addrs(res)); got != "[10.1.0.5 2001:db8::7]" {
+		t.Errorf("Addrs = %s", got)
 	}
 }

@@ -125,6 +125,27 @@ func Status(ctx context.Context, c *Config) error {
 	return delegateStatus(ctx, c)
 }
 
+// Prefixes are res's addresses with their prefix lengths, IPv4 unmapped.
+func Prefixes(res *current.Result) []netip.Prefix {
+	var out []netip.Prefix
+	for _, ipc := range res.IPs {
+		if a, ok := netip.AddrFromSlice(ipc.Address.IP); ok {
+			ones, _ := ipc.Address.Mask.Size()
+			out = append(out, netip.PrefixFrom(a.Unmap(), ones))
+		}
+	}
+	return out
+}
+
+// Addrs are res's addresses, IPv4 unmapped.
+func Addrs(res *current.Result) []netip.Addr {
+	var out []netip.Addr
+	for _, p := range Prefixes(res) {
+		out = append(out, p.Addr())
+	}
+	return out
+}
+
 func containsPrefix(list []netip.Prefix, p netip.Prefix) bool {
 	for _, x := range list {
 		if x == p {

@@ -126,7 +126,7 @@ func (n *nodeSide) run(ctx context.Context, r *cniplugin.Request[*Conf], store *
 	if err != nil {
 		return err
 	}
-	if err := fw.Add(ctx, network(c, res), &dnat.Attachment{Key: r.Key, Addrs: addrs(res), Ports: c.ports}); err != nil {
+	if err := fw.Add(ctx, network(c, res), &dnat.Attachment{Key: r.Key, Addrs: ipam.Addrs(res), Ports: c.ports}); err != nil {
 		return err
 	}
 	n.u.Push(func() error { return fw.Del(ctx, network(c, res), r.Key) })
@@ -155,7 +155,7 @@ func (n *nodeSide) undo() error {
 func announce(r *cniplugin.Request[*Conf], br netlink.Link, hostVeth string, pair veth.Pair, res *current.Result) error {
 	a := pair.Cont.Attrs()
 	var stale []netip.Addr
-	for _, ip := range addrs(res) {
+	for _, ip := range ipam.Addrs(res) {
 		mac, err := bridge.NeighMAC(r.HostNS, br.Attrs().Index, ip)
 		if err != nil {
 			return err
@@ -266,25 +266,13 @@ func ipv4Only(res *current.Result) bool {
 	return len(res.IPs) > 0
 }
 
-func addrs(res *current.Result) []netip.Addr {
-	var out []netip.Addr
-	for _, ipc := range res.IPs {
-		if a, ok := netip.AddrFromSlice(ipc.Address.IP); ok {
-			out = append(out, a.Unmap())
-		}
-	}
-	return out
-}
-
 // network describes c to the firewall; res (when known) supplies the
 // subnets of a delegated IPAM, whose ranges the plugin cannot read.
 func network(c *Conf, res *current.Result) *dnat.Network {
 	n := c.network()
 	if len(n.Subnets) == 0 && res != nil {
-		for _, ipc := range res.IPs {
-			a, _ := netip.AddrFromSlice(ipc.Address.IP)
-			ones, _ := ipc.Address.Mask.Size()
-			n.Subnets = append(n.Subnets, netip.PrefixFrom(a.Unmap(), ones).Masked())
+		for _, p := range ipam.Prefixes(res) {
+			n.Subnets = append(n.Subnets, p.Masked())
 		}
 	}
 	if c.isGW && res != nil {

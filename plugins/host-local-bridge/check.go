@@ -69,7 +69,7 @@ func check(ctx context.Context, r *cniplugin.Request[*Conf]) error {
 	if err != nil {
 		return err
 	}
-	return fw.Check(ctx, network(c, prev), &dnat.Attachment{Key: r.Key, Addrs: addrs(prev), Ports: c.ports})
+	return fw.Check(ctx, network(c, prev), &dnat.Attachment{Key: r.Key, Addrs: ipam.Addrs(prev), Ports: c.ports})
 }
 
 func containerIface(prev *current.Result, ifName, sandbox string) (*current.Interface, error) {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log"
-	"net/netip"
 
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -133,13 +132,7 @@ func configure(ctx context.Context, r *cniplugin.Request[*Conf], link netlink.Li
 	// The segment's caches learn the new MAC at once (the reference has
 	// the kernel do it through arp_notify/ndisc_notify; those sysctl
 	// writes cost O(namespaces)). A failure costs only the announcement.
-	var ips []netip.Addr
-	for _, ipc := range res.IPs {
-		if a, ok := netip.AddrFromSlice(ipc.Address.IP); ok {
-			ips = append(ips, a.Unmap())
-		}
-	}
-	if err := r.ContNS.Announce(link.Attrs().Index, link.Attrs().HardwareAddr, ips); err != nil {
+	if err := r.ContNS.Announce(link.Attrs().Index, link.Attrs().HardwareAddr, ipam.Addrs(res)); err != nil {
 		log.Printf("announce %s: %v", r.Key.IfName, err)
 	}
 	return nil
@@ -153,13 +146,7 @@ func attachShim(ctx context.Context, st *state.Store, r *cniplugin.Request[*Conf
 		return err
 	}
 	defer unlock()
-	var addrs []netip.Prefix
-	for _, ipc := range res.IPs {
-		if a, ok := netip.AddrFromSlice(ipc.Address.IP); ok {
-			ones, _ := ipc.Address.Mask.Size()
-			addrs = append(addrs, netip.PrefixFrom(a.Unmap(), ones))
-		}
-	}
+	addrs := ipam.Prefixes(res)
 	// The shim's undo steps run after the lock is gone: take it again.
 	var su undo.Stack
 	if err := s.attach(ctx, parent, r.Conf, r.Key, addrs, &su); err != nil {

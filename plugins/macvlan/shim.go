@@ -305,13 +305,7 @@ func (s *shim) allocate(ctx context.Context, network string) ([]netip.Addr, erro
 	if err != nil {
 		return nil, fmt.Errorf("address for the host shim: %w", err)
 	}
-	var out []netip.Addr
-	for _, ipc := range res.IPs {
-		if a, ok := netip.AddrFromSlice(ipc.Address.IP); ok {
-			out = append(out, a.Unmap())
-		}
-	}
-	return out, nil
+	return ipam.Addrs(res), nil
 }
 
 // restoreAddrs puts every network's recorded addresses on a recreated shim.
