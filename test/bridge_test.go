@@ -16,8 +16,6 @@ import (
 	"github.com/netdrivers/netdrivers/pkg/nettest"
 )
 
-const dialTimeout = 2 * time.Second
-
 // TestBridgeLifecycle: ADD, CHECK, DEL, DEL for every spec version, with
 // the reference result shape, the store and the host back to before; an
 // IPv4-only attachment has no IPv6 link-local.

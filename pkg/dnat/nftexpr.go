@@ -97,16 +97,6 @@ func addrIn(src bool, p netip.Prefix, eq bool) []expr.Any {
 	}
 }
 
-// meta l4proto P th dport HP
-func protoPort(proto string, port uint16) []expr.Any {
-	return []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{protoNum(proto)}},
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(port)},
-	}
-}
-
 func protoNum(proto string) byte {
 	switch proto {
 	case "udp":
