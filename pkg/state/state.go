@@ -65,7 +65,7 @@ func OpenAt(ctx context.Context, root string) (*Store, error) {
 	// Only a well-formed marker of another boot proves the state stale. A
 	// missing, damaged or symlinked one proves nothing: wiping then could
 	// drop live reservations, so the state is kept and the marker rewritten.
-	if err == nil && bootIDRE.Match(got) {
+	if err == nil && bootIDRE().Match(got) {
 		if err := s.clear(); err != nil {
 			return nil, err
 		}
@@ -76,7 +76,11 @@ func OpenAt(ctx context.Context, root string) (*Store, error) {
 	return s, nil
 }
 
-var bootIDRE = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
+// bootIDRE is compiled only when the marker differs, once a boot, not at
+// every plugin's start-up.
+func bootIDRE() *regexp.Regexp {
+	return regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
+}
 
 // clear removes everything of an earlier boot but the locks.
 func (s *Store) clear() error {
