@@ -81,8 +81,7 @@ func getSet(name string) *nftGet {
 // without NLM_F_DUMP: a hash lookup in the kernel, not a walk).
 // Equivalent to: nft get element inet netdrivers SET { KEY }
 func getElem(set string, key []byte) *nftGet {
-	k, _ := netlink.MarshalAttributes([]netlink.Attribute{{Type: unix.NFTA_DATA_VALUE, Data: key}})
-	el, _ := netlink.MarshalAttributes([]netlink.Attribute{{Type: unix.NFTA_SET_ELEM_KEY | unix.NLA_F_NESTED, Data: k}})
+	el, _ := netlink.MarshalAttributes([]netlink.Attribute{{Type: unix.NFTA_SET_ELEM_KEY | unix.NLA_F_NESTED, Data: dataValue(key)}})
 	list, _ := netlink.MarshalAttributes([]netlink.Attribute{{Type: unix.NFTA_LIST_ELEM | unix.NLA_F_NESTED, Data: el}})
 	return &nftGet{msg: nfMsg(nftables.TableFamilyINet, unix.NFT_MSG_GETSETELEM, []netlink.Attribute{
 		{Type: unix.NFTA_SET_ELEM_LIST_TABLE, Data: cstr(tableName)},
