@@ -142,9 +142,22 @@ var ErrCorrupt = errors.New("state file unreadable")
 // Get loads rel into v. It reports false when rel does not exist, and
 // ErrCorrupt for garbage, symlinks and oversized files.
 func (s *Store) Get(rel string, v any) (bool, error) {
-	data, err := safefile.Read(s.Path(rel))
+	p := s.Path(rel)
+	data, err := safefile.Read(p)
 	if errors.Is(err, os.ErrNotExist) {
-		return false, nil
+		// A write killed between link and rename left only its staging
+		// name: finish it, as List does, so the record is seen (and
+		// cleaned up) instead of left stranded.
+		tmp := safefile.TempName(p)
+		if _, serr := os.Lstat(tmp); serr != nil {
+			return false, nil
+		}
+		if _, err := safefile.Promote(filepath.Dir(tmp), filepath.Base(tmp)); err != nil {
+			return false, cnierr.Wrap(cnierr.IOFailure, err)
+		}
+		if data, err = safefile.Read(p); errors.Is(err, os.ErrNotExist) {
+			return false, nil
+		}
 	}
 	if err != nil {
 		return true, fmt.Errorf("%s: %w: %w", rel, ErrCorrupt, err)

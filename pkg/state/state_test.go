@@ -124,3 +124,30 @@ func TestListPromotesStagedRecord(t *testing.T) {
 		t.Errorf("left after DelAttachment: %v", names)
 	}
 }
+
+// A record whose write was killed between link and rename is found by Get
+// too (a DEL looks it up by name, never listing), under its final name.
+func TestGetPromotesStagedRecord(t *testing.T) {
+	t.Setenv(EnvRoot, t.TempDir())
+	s, err := Open(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put("sub/rec.json", map[string]string{"k": "v"}); err != nil {
+		t.Fatal(err)
+	}
+	final := s.Path("sub/rec.json")
+	if err := os.Rename(final, safefile.TempName(final)); err != nil { // as if killed before the rename
+		t.Fatal(err)
+	}
+	var got map[string]string
+	if ok, err := s.Get("sub/rec.json", &got); !ok || err != nil || got["k"] != "v" {
+		t.Fatalf("Get = %v, %v, %v; want the staged record", ok, err, got)
+	}
+	if _, err := os.Lstat(safefile.TempName(final)); !os.IsNotExist(err) {
+		t.Errorf("staging name still there after Get: %v", err)
+	}
+	if ok, err := s.Get("sub/missing.json", &got); ok || err != nil {
+		t.Errorf("Get of a missing record = %v, %v", ok, err)
+	}
+}
