@@ -2,6 +2,8 @@ package test
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +12,7 @@ import (
 
 	"github.com/netdrivers/netdrivers/pkg/netns"
 	"github.com/netdrivers/netdrivers/pkg/nettest"
+	"github.com/netdrivers/netdrivers/pkg/safefile"
 )
 
 // TestMacvlanHostShim: without the shim the host cannot reach its macvlan
@@ -200,4 +203,35 @@ func TestMacvlanJoinnsTarget(t *testing.T) {
 	if _, err := l.cni.AddNetworkList(context.Background(), join, other); err == nil {
 		t.Error("joinns still found the macvlan container after its DEL")
 	}
+}
+
+// TestMacvlanShimStagedRecords: a kill between the link and the rename of
+// a shim write leaves a record only under its staging name; DEL still
+// finds it, takes back the route, the shim, its pool address, and leaves
+// no file.
+func TestMacvlanShimStagedRecords(t *testing.T) {
+	nettest.RequireRoot(t)
+	t.Parallel()
+	l := newMvLAN(t, true)
+	before := nettest.Snapshot(t, l.host)
+	list := l.list(t, "1.1.0", map[string]any{"hostShim": true,
+		"ipam": map[string]any{"rangeStart": "192.0.2.100", "rangeEnd": "192.0.2.149"}})
+	c := l.attach(t, list)
+	nettest.Reachable(t, l.host, c.ip(false))
+	files := l.stateFiles(t)
+	staged := 0
+	for _, f := range files {
+		if strings.HasPrefix(f, "macvlan/shim/") && strings.HasSuffix(f, ".json") {
+			p := filepath.Join(l.cni.StateDir, f)
+			if err := os.Rename(p, safefile.TempName(p)); err != nil { // as if killed before the rename
+				t.Fatal(err)
+			}
+			staged++
+		}
+	}
+	if staged != 2 {
+		t.Fatalf("state files %v: want the shim's network record and the container's reference", files)
+	}
+	l.cni.MustDel(t, list, c.rt)
+	l.assertClean(t, before, list.Name)
 }

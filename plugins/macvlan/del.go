@@ -5,11 +5,13 @@ import (
 	"errors"
 	"path"
 	"path/filepath"
+	"slices"
 
 	"github.com/netdrivers/netdrivers/pkg/cniplugin"
 	"github.com/netdrivers/netdrivers/pkg/ipam"
 	"github.com/netdrivers/netdrivers/pkg/netconf"
 	"github.com/netdrivers/netdrivers/pkg/netns"
+	"github.com/netdrivers/netdrivers/pkg/safefile"
 	"github.com/netdrivers/netdrivers/pkg/state"
 )
 
@@ -59,13 +61,21 @@ func delRecordedLink(rec *state.Attachment) error {
 }
 
 // detachShims drops key's shim reference on every parent that holds one
-// (found from the state, not the config, which may have changed).
+// (found from the state, not the config, which may have changed), also
+// one whose write a kill left under its staging name.
 func detachShims(ctx context.Context, st *state.Store, host *netns.Handle, c *Conf, key netconf.Key) error {
-	pattern := st.Path("macvlan", "shim", "*", netconf.NetworkHash(key.Network), key.Hash()+".json")
-	refs, _ := filepath.Glob(pattern) // the pattern is well-formed
+	ref := st.Path("macvlan", "shim", "*", netconf.NetworkHash(key.Network), key.Hash()+".json")
+	var parents []string
+	for _, pattern := range []string{ref, safefile.TempName(ref)} {
+		refs, _ := filepath.Glob(pattern) // the patterns are well-formed
+		for _, r := range refs {
+			if p := filepath.Base(path.Dir(path.Dir(r))); !slices.Contains(parents, p) {
+				parents = append(parents, p)
+			}
+		}
+	}
 	var errs []error
-	for _, ref := range refs {
-		parent := filepath.Base(path.Dir(path.Dir(ref)))
+	for _, parent := range parents {
 		errs = append(errs, detachShim(ctx, st, host, parent, c, key))
 	}
 	return errors.Join(errs...)
