@@ -37,21 +37,34 @@ func (f *udpFlush) add(v4 bool, port uint16) {
 	*list = append(*list, port)
 }
 
+func (f *udpFlush) merge(o udpFlush) {
+	for _, p := range o.v4 {
+		f.add(true, p)
+	}
+	for _, p := range o.v6 {
+		f.add(false, p)
+	}
+}
+
 // flushUDP deletes, in the host namespace, the UDP conntrack entries of
 // the published host ports, so that datagrams stop following entries made
 // before the mapping changed (plugins#123). Deleting by port means a dump:
 // the kernel walks its whole conntrack hash (262,144 buckets on a 24 GiB
 // machine, ~6 ms) however few entries the namespace holds. So in a plugin
-// a detached copy of the binary does it after the plugin answered (the
-// entries go a few milliseconds later, the runtime does not wait), and it
-// dumps only the families with UDP ports, and not at all when the
-// namespace has no entries. after delays the copy's flush.
+// the namespace's detached flusher (flusher_linux.go) does it after the
+// plugin answered, for all the calls of a flushBatch at once (the entries
+// go up to a few hundred milliseconds later; the runtime does not wait),
+// and it dumps only the families with UDP ports, and not at all when the
+// namespace has no entries. after delays the flush.
 // Equivalent to: conntrack -D -p udp --orig-port-dst PORT (-f ipv4, -f ipv6)
 func flushUDP(host *netns.Handle, f udpFlush, after time.Duration) error {
 	if len(f.v4)+len(f.v6) == 0 {
 		return nil
 	}
 	if host.IsSelf() && reexec.Enabled() {
+		if requestFlush(f, after) == nil {
+			return nil
+		}
 		if err := reexec.Start(flushHelper, flushEnv+"="+f.encode(after)); err == nil {
 			return nil
 		}
@@ -68,19 +81,31 @@ const (
 func init() { reexec.Register(flushHelper, flushFromEnv) }
 
 // flushFromEnv is the detached copy's work: NETDRIVERS_FLUSH_UDP holds
-// "after;v4 ports;v6 ports", ports comma-separated.
+// "after;v4 ports;v6 ports", ports comma-separated. The copy becomes the
+// namespace's flusher or, when another one took the address first, hands
+// its ports to that one (or, failing that, flushes them itself).
 func flushFromEnv() int {
 	f, after, err := decodeFlush(os.Getenv(flushEnv))
 	if err != nil {
 		return 2
 	}
-	time.Sleep(after)
 	host, err := netns.Self()
 	if err != nil {
 		return 1
 	}
 	defer host.Close()
-	if flushNow(host, f) != nil {
+	walk := func(f udpFlush) error { return flushNow(host, f) }
+	if ln, err := listenFlusher(); err == nil {
+		s := newFlushServer(walk, flushBatch, flusherIdle)
+		s.add(f, after)
+		s.serve(ln)
+		return 0
+	}
+	if requestFlush(f, after) == nil {
+		return 0
+	}
+	time.Sleep(after)
+	if walk(f) != nil {
 		return 1
 	}
 	return 0

@@ -1,0 +1,200 @@
+package dnat
+
+import (
+	"errors"
+	"net"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// One detached flusher per host namespace takes the UDP flush requests of
+// every plugin call there and walks the conntrack hash once for all the
+// ports that arrived within flushBatch, instead of one copy of the plugin
+// and one walk per call. Plugins find it by an abstract unix socket, whose
+// name belongs to the network namespace; it exits once idle.
+const (
+	flusherAddr = "@netdrivers-udp-flush"
+	flushBatch  = 100 * time.Millisecond
+	flusherIdle = time.Second
+)
+
+// requestFlush hands f to the flusher of the calling thread's namespace.
+// Success means the flusher acknowledged it: it walks for these ports no
+// sooner than after from now, even if it is about to exit.
+func requestFlush(f udpFlush, after time.Duration) error {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	tv := unix.Timeval{Sec: 1} // a wedged flusher costs a call one second, then a copy of its own
+	for _, opt := range []int{unix.SO_SNDTIMEO, unix.SO_RCVTIMEO} {
+		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, opt, &tv); err != nil {
+			return err
+		}
+	}
+	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: flusherAddr}); err != nil {
+		return err
+	}
+	if _, err := unix.Write(fd, []byte(f.encode(after))); err != nil {
+		return err
+	}
+	var ack [1]byte
+	n, err := unix.Read(fd, ack[:])
+	if err != nil {
+		return err
+	}
+	if n != 1 || ack[0] != 'k' {
+		return errors.New("udp flusher: no acknowledgement")
+	}
+	return nil
+}
+
+// listenFlusher claims the namespace's flusher address (EADDRINUSE when
+// another flusher holds it).
+func listenFlusher() (*net.UnixListener, error) {
+	return net.ListenUnix("unixpacket", &net.UnixAddr{Name: flusherAddr, Net: "unixpacket"})
+}
+
+type flushJob struct {
+	due time.Time
+	f   udpFlush
+}
+
+// flushServer batches requests and walks for the due ones.
+type flushServer struct {
+	walk         func(udpFlush) error
+	batch, idle  time.Duration
+	mu           sync.Mutex
+	jobs         []flushJob
+	last         time.Time // the latest request
+	wake         chan struct{}
+	acceptClosed chan struct{}
+}
+
+func newFlushServer(walk func(udpFlush) error, batch, idle time.Duration) *flushServer {
+	return &flushServer{walk: walk, batch: batch, idle: idle, wake: make(chan struct{}, 1), acceptClosed: make(chan struct{})}
+}
+
+func (s *flushServer) add(f udpFlush, after time.Duration) {
+	now := time.Now()
+	s.mu.Lock()
+	s.jobs = append(s.jobs, flushJob{now.Add(s.batch + after), f})
+	s.last = now
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// serve answers on ln and walks until idle, then closes ln and walks for
+// what it acknowledged before the close. A caller that finds ln closed
+// starts a flusher of its own.
+func (s *flushServer) serve(ln *net.UnixListener) {
+	go s.accept(ln)
+serving:
+	for {
+		ready, next, idle := s.take(false)
+		if len(ready.v4)+len(ready.v6) > 0 {
+			s.walk(ready) // errors have nobody to go to: the plugin has answered
+			continue
+		}
+		if idle {
+			break
+		}
+		t := time.NewTimer(time.Until(next))
+		select {
+		case <-s.wake:
+		case <-t.C:
+		case <-s.acceptClosed:
+			t.Stop()
+			break serving
+		}
+		t.Stop()
+	}
+	ln.Close()
+	<-s.acceptClosed
+	for {
+		ready, next, _ := s.take(true)
+		if len(ready.v4)+len(ready.v6) > 0 {
+			s.walk(ready)
+		}
+		if next.IsZero() {
+			return
+		}
+		time.Sleep(time.Until(next))
+	}
+}
+
+// take removes the due jobs and returns their ports, when the next job is
+// due (zero if none is left), and whether the server has been idle long
+// enough to stop; draining, it stops at once.
+func (s *flushServer) take(draining bool) (ready udpFlush, next time.Time, idle bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now()
+	kept := s.jobs[:0]
+	for _, j := range s.jobs {
+		if !j.due.After(now) {
+			ready.merge(j.f)
+			continue
+		}
+		kept = append(kept, j)
+		if next.IsZero() || j.due.Before(next) {
+			next = j.due
+		}
+	}
+	s.jobs = kept
+	if len(kept) == 0 && !draining {
+		next = s.last.Add(s.idle)
+		idle = !next.After(now)
+	}
+	return ready, next, idle
+}
+
+func (s *flushServer) accept(ln *net.UnixListener) {
+	defer close(s.acceptClosed)
+	for {
+		c, err := ln.AcceptUnix()
+		if err != nil {
+			ln.Close() // callers then start their own flusher instead of waiting on a backlog
+			return
+		}
+		s.handle(c)
+	}
+}
+
+// handle reads one request from a root caller and acknowledges it.
+func (s *flushServer) handle(c *net.UnixConn) {
+	defer c.Close()
+	if c.SetDeadline(time.Now().Add(time.Second)) != nil || !fromRoot(c) {
+		return
+	}
+	buf := make([]byte, 4096)
+	n, err := c.Read(buf)
+	if err != nil {
+		return
+	}
+	f, after, err := decodeFlush(string(buf[:n]))
+	if err != nil {
+		return
+	}
+	s.add(f, after)
+	c.Write([]byte{'k'})
+}
+
+// fromRoot: only root may have conntrack entries deleted.
+func fromRoot(c *net.UnixConn) bool {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var cred *unix.Ucred
+	raw.Control(func(fd uintptr) {
+		cred, err = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	})
+	return err == nil && cred != nil && cred.Uid == 0
+}
