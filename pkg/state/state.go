@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"sync/atomic"
 
 	"github.com/netdrivers/netdrivers/pkg/cnierr"
 	"github.com/netdrivers/netdrivers/pkg/safefile"
@@ -207,9 +208,14 @@ func (s *Store) List(rel string) ([]string, error) {
 	return names, nil
 }
 
-// Writable checks that state can be written (for STATUS).
+// probes numbers this process's probe files.
+var probes atomic.Uint64
+
+// Writable checks that state can be written (for STATUS). Each call
+// writes a file of its own: concurrent STATUS calls sharing one name
+// removed each other's.
 func (s *Store) Writable() error {
-	p := s.Path(".probe")
+	p := s.Path(fmt.Sprintf(".probe-%d-%d", os.Getpid(), probes.Add(1)))
 	if err := safefile.WriteAtomic(p, nil, 0o600); err != nil {
 		return cnierr.Wrap(cnierr.NotAvailable, fmt.Errorf("state dir %s is not writable: %w", s.root, err))
 	}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	"github.com/netdrivers/netdrivers/pkg/netconf"
@@ -149,5 +150,36 @@ func TestGetPromotesStagedRecord(t *testing.T) {
 	}
 	if ok, err := s.Get("sub/missing.json", &got); ok || err != nil {
 		t.Errorf("Get of a missing record = %v, %v", ok, err)
+	}
+}
+
+// TestWritableConcurrent: STATUS calls that probe the state dir at the
+// same time (found by the soak) each succeed.
+func TestWritableConcurrent(t *testing.T) {
+	t.Setenv(EnvRoot, t.TempDir())
+	s, err := Open(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 16*50)
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 50 {
+				errs <- s.Writable()
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if left, _ := filepath.Glob(filepath.Join(s.root, ".*probe*")); len(left) > 0 {
+		t.Errorf("probes left behind: %v", left)
 	}
 }
