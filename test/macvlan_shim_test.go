@@ -235,3 +235,47 @@ func TestMacvlanShimStagedRecords(t *testing.T) {
 	l.cni.MustDel(t, list, c.rt)
 	l.assertClean(t, before, list.Name)
 }
+
+// TestMacvlanShimAddressHeldUntilRouteGone: DEL frees the container's
+// address only after its shim route is gone. Released first, the address
+// went to a concurrent ADD whose route, same destination, the DEL then
+// deleted: the new container was unreachable from the node (found by the
+// soak). Holding the shim's lock stops the DEL before its shim step; an
+// ADD in that window must find the one-address pool still taken.
+func TestMacvlanShimAddressHeldUntilRouteGone(t *testing.T) {
+	nettest.RequireRoot(t)
+	t.Parallel()
+	l := newMvLAN(t, true)
+	list := l.list(t, "1.1.0", map[string]any{"hostShim": true, "hostShimIP": "192.0.2.250",
+		"ipam": map[string]any{"rangeStart": "192.0.2.120", "rangeEnd": "192.0.2.120"}})
+	a := l.attach(t, list)
+	nettest.Reachable(t, l.host, a.ip(false))
+
+	ctx := context.Background()
+	lock, err := safefile.Acquire(ctx, filepath.Join(l.cni.StateDir, "locks", "macvlan-shim-"+l.parent))
+	if err != nil {
+		t.Fatal(err)
+	}
+	delDone := make(chan error, 1)
+	go func() { delDone <- l.cni.DelNetworkList(ctx, list, a.rt) }()
+	time.Sleep(300 * time.Millisecond) // the DEL reaches the lock
+	b := nettest.NewNS(t)
+	brt := nettest.Runtime(t, b, "eth0")
+	addCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	_, err = l.cni.AddNetworkList(addCtx, list, brt)
+	cancel()
+	if nettest.Code(err) != 100 {
+		t.Errorf("ADD while the DEL had not detached its shim route: %v, want code 100 (address still held)", err)
+	}
+	lock.Unlock()
+	if err := <-delDone; err != nil {
+		t.Fatal(err)
+	}
+	l.cni.MustDel(t, list, brt) // whatever that ADD left
+	c := l.attach(t, list)
+	if c.ip(false) != a.ip(false) {
+		t.Fatalf("the one-address pool gave %s, then %s", a.ip(false), c.ip(false))
+	}
+	nettest.Reachable(t, l.host, c.ip(false))
+	l.cni.MustDel(t, list, c.rt)
+}

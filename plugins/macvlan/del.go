@@ -15,8 +15,8 @@ import (
 	"github.com/netdrivers/netdrivers/pkg/state"
 )
 
-// del undoes ADD from the key and the intent record: IPAM release, the
-// shim reference, the container link. Every step runs; gone is success;
+// del undoes ADD from the key and the intent record: the shim reference,
+// the container link, IPAM release. Every step runs; gone is success;
 // the record goes only when all succeeded, so a failed DEL can be retried.
 func del(ctx context.Context, r *cniplugin.Request[*Conf]) error {
 	c := r.Conf
@@ -25,15 +25,16 @@ func del(ctx context.Context, r *cniplugin.Request[*Conf]) error {
 		return err
 	}
 	rec, recErr := st.GetAttachment(r.Key)
-	errs := []error{recErr}
-	if c.ipam != nil {
-		errs = append(errs, ipam.Release(ctx, c.ipam, r.Key))
-	}
-	errs = append(errs, detachShims(ctx, st, r.HostNS, c, r.Key), netns.Forget(st, r.Key))
+	// The address is released last: once free, a concurrent ADD can take
+	// it, and its shim route (same destination) would go with ours.
+	errs := []error{recErr, detachShims(ctx, st, r.HostNS, c, r.Key), netns.Forget(st, r.Key)}
 	if r.ContNS != nil {
 		errs = append(errs, delMacvlan(r.ContNS, r.Key.IfName))
 	} else if rec != nil {
 		errs = append(errs, delRecordedLink(rec))
+	}
+	if c.ipam != nil {
+		errs = append(errs, ipam.Release(ctx, c.ipam, r.Key))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return err
