@@ -2,6 +2,7 @@ package dnat
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"sync"
 	"time"
@@ -37,6 +38,15 @@ func requestFlush(f udpFlush, after time.Duration) error {
 	}
 	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: flusherAddr}); err != nil {
 		return err
+	}
+	// Anyone in the namespace can bind an abstract name: a listener that
+	// is not root would swallow the flushes.
+	cred, err := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
+	if err != nil {
+		return err
+	}
+	if cred.Uid != 0 {
+		return fmt.Errorf("udp flusher: %s is held by uid %d, not root", flusherAddr, cred.Uid)
 	}
 	if _, err := unix.Write(fd, []byte(f.encode(after))); err != nil {
 		return err

@@ -5,9 +5,12 @@ import (
 	"net"
 	"reflect"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/netdrivers/netdrivers/pkg/nettest"
 )
@@ -154,5 +157,47 @@ func TestFlusherDrains(t *testing.T) {
 	}
 	if w := log.get(); len(w) != 1 || !reflect.DeepEqual(w[0].f.v4, []uint16{9999}) {
 		t.Errorf("walks %+v, want one for [9999]", w)
+	}
+}
+
+// TestFlusherNotRoot: a process that is not root and took the flusher's
+// abstract name first (anyone can) is not handed the ports: the caller
+// learns it has no flusher and flushes some other way.
+func TestFlusherNotRoot(t *testing.T) {
+	nettest.RequireRoot(t)
+	t.Parallel()
+	ns := nettest.NewNS(t)
+	var fd int
+	ns.MustDo(t, func() (err error) {
+		// The socket's credentials are the thread's effective ones at
+		// listen(): drop them on this (locked) thread only, and back.
+		if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, ^uintptr(0), 65534, ^uintptr(0)); e != 0 {
+			return e
+		}
+		defer unix.RawSyscall(unix.SYS_SETRESUID, ^uintptr(0), 0, ^uintptr(0))
+		if fd, err = unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0); err != nil {
+			return err
+		}
+		if err = unix.Bind(fd, &unix.SockaddrUnix{Name: flusherAddr}); err != nil {
+			return err
+		}
+		return unix.Listen(fd, 8)
+	})
+	t.Cleanup(func() { unix.Close(fd) })
+	go func() { // a squatter that acknowledges everything
+		for {
+			c, _, err := unix.Accept(fd)
+			if err != nil {
+				return
+			}
+			buf := make([]byte, 4096)
+			unix.Read(c, buf)
+			unix.Write(c, []byte{'k'})
+			unix.Close(c)
+		}
+	}()
+	err := ns.Do(func() error { return requestFlush(udpFlush{v4: []uint16{53}}, 0) })
+	if err == nil || !strings.Contains(err.Error(), "uid 65534") {
+		t.Errorf("request to a flusher held by uid 65534: %v, want refused", err)
 	}
 }
