@@ -31,7 +31,11 @@ func runKernel(ctx context.Context, sc Scenario, cfg *config, env *hostEnv, run 
 			handles[i] = h
 		}
 		name := func(i int) string { return fmt.Sprintf("vk%d", i) }
-		r := &Round{W: 0, C: c, Verbs: map[string]*VerbRun{}}
+		waited, idle, err := settle(ctx)
+		if err != nil {
+			return err
+		}
+		r := &Round{W: 0, C: c, Verbs: map[string]*VerbRun{}, SettleMS: ms(waited), Idle: idle}
 		r.Verbs["ADD"] = batch(ctx, c, sc.N, func(_ context.Context, w, i int) error {
 			la := netlink.NewLinkAttrs()
 			la.Name = name(i)

@@ -52,6 +52,10 @@ type Round struct {
 	W     int                 `json:"w"`
 	C     int                 `json:"c"`
 	Verbs map[string]*VerbRun `json:"verbs"`
+	// SettleMS is how long the round waited for a quiet machine, Idle
+	// the CPU's idle share when it started (settle.go).
+	SettleMS float64 `json:"settle_ms"`
+	Idle     float64 `json:"idle_at_start"`
 }
 
 // VerbRun holds one verb's raw samples (successful calls, µs) and summary.
@@ -296,13 +300,21 @@ func runPlugin(ctx context.Context, sc Scenario, cfg *config, env *hostEnv, u *u
 				roundErrs = append(roundErrs, fmt.Errorf("fill to W=%d: %d ADDs failed, first: %s", w, f.FailedADDs, f.FirstError))
 			}
 		}
+		if _, _, err := settle(ctx); err != nil {
+			return err
+		}
 		pr, err := p.probe(ctx)
 		if err != nil {
 			return err
 		}
 		run.Probes = append(run.Probes, pr)
 		for _, c := range cfg.cs {
+			waited, idle, err := settle(ctx)
+			if err != nil {
+				return err
+			}
 			r, err := p.round(ctx, c)
+			r.SettleMS, r.Idle = ms(waited), idle
 			run.Rounds = append(run.Rounds, r)
 			if err != nil {
 				roundErrs = append(roundErrs, err)
@@ -311,8 +323,8 @@ func runPlugin(ctx context.Context, sc Scenario, cfg *config, env *hostEnv, u *u
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			progress("  %s: W=%d C=%d  ADD p50 %.2f ms  CHECK p50 %.2f ms  DEL p50 %.2f ms", sc.Name, w, c,
-				r.Verbs["ADD"].Summary.P50, r.Verbs["CHECK"].Summary.P50, r.Verbs["DEL"].Summary.P50)
+			progress("  %s: W=%d C=%d  ADD p50 %.2f ms  CHECK p50 %.2f ms  DEL p50 %.2f ms  (settled %.1f s, idle %.0f %%)", sc.Name, w, c,
+				r.Verbs["ADD"].Summary.P50, r.Verbs["CHECK"].Summary.P50, r.Verbs["DEL"].Summary.P50, waited.Seconds(), idle*100)
 		}
 	}
 	for tool, dir := range map[string]string{"strace": cfg.straceDir, "perf": cfg.perfDir} {

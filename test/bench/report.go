@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strings"
 	"time"
 
@@ -172,7 +173,9 @@ func (r *Report) markdown() string {
 	fmt.Fprintf(&b, "Run %s, %s, kernel %s, %d CPUs, %s, checkout %s, our plugins from %s, reference plugins %s; %.0f s; load average before %s, after %s.\n\n",
 		m.Started.Format(time.RFC3339), m.Host, m.Kernel, m.CPUs, m.Go, m.Commit, m.PluginsRev, m.RefVersion, m.Seconds, m.LoadBefore, m.LoadAfter)
 	fmt.Fprintf(&b, "Command: `%s`\n\n", m.Command)
-	b.WriteString("Latency in ms of one whole libcni call (exec of every plugin in the list), p50 / p90 / p99 / max, and the calls per second that C callers achieved.\n\n")
+	b.WriteString("Latency in ms of one whole libcni call (exec of every plugin in the list), p50 / p90 / p99 / max, and the calls per second that C callers achieved.")
+	b.WriteString(settleLine(r))
+	b.WriteString("\n\n")
 	b.WriteString("| scenario | W | C | ADD | ADD/s | CHECK | CHECK/s | DEL | DEL/s |\n|---|--:|--:|---|--:|---|--:|---|--:|\n")
 	for _, run := range r.Runs {
 		for _, rd := range run.Rounds {
@@ -268,4 +271,24 @@ func (r *Report) usageMarkdown(b *strings.Builder) {
 	for _, u := range r.Usage {
 		fmt.Fprintf(b, "| %s | %s | %s | %d | %s | %d | %d |\n", u.Side, u.Plugin, u.Verb, u.Calls, fmtMS(u.CPUP50MS), u.RSSP50, u.RSSMax)
 	}
+}
+
+// settleLine says how the rounds waited for a quiet machine.
+func settleLine(r *Report) string {
+	var waits []float64
+	capped := 0
+	for _, run := range r.Runs {
+		for _, rd := range run.Rounds {
+			waits = append(waits, rd.SettleMS/1000)
+			if rd.Idle < settleIdle {
+				capped++
+			}
+		}
+	}
+	if len(waits) == 0 {
+		return ""
+	}
+	sort.Float64s(waits)
+	return fmt.Sprintf(" Each round started once the CPU was %.0f %% idle over %.1f s (settle.go), after %.1f s (median) to %.1f s; %d of %d rounds started busier, at the %.0f s cap.",
+		settleIdle*100, settleWindow.Seconds(), waits[len(waits)/2], waits[len(waits)-1], capped, len(waits), settleMax.Seconds())
 }
