@@ -68,9 +68,11 @@ func listenFlusher() (*net.UnixListener, error) {
 	return net.ListenUnix("unixpacket", &net.UnixAddr{Name: flusherAddr, Net: "unixpacket"})
 }
 
+// flushJob is one request: its ports may be walked for from notBefore
+// (DEL's retirement tick), and must be by notBefore + batch.
 type flushJob struct {
-	due time.Time
-	f   udpFlush
+	notBefore time.Time
+	f         udpFlush
 }
 
 // flushServer batches requests and walks for the due ones.
@@ -91,7 +93,7 @@ func newFlushServer(walk func(udpFlush) error, batch, idle time.Duration) *flush
 func (s *flushServer) add(f udpFlush, after time.Duration) {
 	now := time.Now()
 	s.mu.Lock()
-	s.jobs = append(s.jobs, flushJob{now.Add(s.batch + after), f})
+	s.jobs = append(s.jobs, flushJob{now.Add(after), f})
 	s.last = now
 	s.mu.Unlock()
 	select {
@@ -139,22 +141,34 @@ serving:
 	}
 }
 
-// take removes the due jobs and returns their ports, when the next job is
-// due (zero if none is left), and whether the server has been idle long
-// enough to stop; draining, it stops at once.
+// take returns the ports to walk for now, and when to look again (zero
+// if no job is left), and whether the server has been idle long enough
+// to stop. A walk is due when a job has waited a batch; it takes every
+// job that may be walked for by then, so the calls of a batch share it.
+// Draining, it walks for every job as soon as it may.
 func (s *flushServer) take(draining bool) (ready udpFlush, next time.Time, idle bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := time.Now()
+	due := func(j flushJob) time.Time {
+		if draining {
+			return j.notBefore
+		}
+		return j.notBefore.Add(s.batch)
+	}
+	walk := false
+	for _, j := range s.jobs {
+		walk = walk || !due(j).After(now)
+	}
 	kept := s.jobs[:0]
 	for _, j := range s.jobs {
-		if !j.due.After(now) {
+		if walk && !j.notBefore.After(now) {
 			ready.merge(j.f)
 			continue
 		}
 		kept = append(kept, j)
-		if next.IsZero() || j.due.Before(next) {
-			next = j.due
+		if d := due(j); next.IsZero() || d.Before(next) {
+			next = d
 		}
 	}
 	s.jobs = kept
