@@ -228,6 +228,23 @@ func gcErr(t *testing.T, n *node, list *libcni.NetworkConfigList, valid ...*cont
 	return err
 }
 
+// assertHostNoIPv6: the host end of c's veth, a bridge port, has IPv6 off
+// and no IPv6 address (veth.Spec.HostNoIPv6).
+func assertHostNoIPv6(t *testing.T, n *node, c *container) {
+	t.Helper()
+	veth := c.res.Interfaces[1].Name
+	if got := n.host.ReadSysctl(t, "net/ipv6/conf/"+veth+"/disable_ipv6"); got != "1" {
+		t.Errorf("host veth %s: disable_ipv6 = %q, want 1", veth, got)
+	}
+	addrs, err := n.host.NL(t).AddrList(nettest.Link(t, n.host, veth), netlink.FAMILY_V6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(addrs) != 0 {
+		t.Errorf("host veth %s has IPv6 addresses %v", veth, addrs)
+	}
+}
+
 // linkLocals are the IPv6 link-local addresses on link in ns (made by the
 // kernel when the link comes up, unless addr_gen_mode is none).
 func linkLocals(t *testing.T, ns *nettest.NS, link string) []string {

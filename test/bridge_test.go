@@ -48,6 +48,9 @@ func TestBridgeLifecycle(t *testing.T) {
 			if ll := linkLocals(t, c.ns, "eth0"); len(ll) != 0 {
 				t.Errorf("IPv4-only attachment has IPv6 link-local %v (Docker disables IPv6 there)", ll)
 			}
+			if atLeast(ver, "0.3.0") {
+				assertHostNoIPv6(t, n, c)
+			}
 			if atLeast(ver, "0.4.0") {
 				n.cni.MustCheck(t, list, c.rt)
 			}

@@ -64,7 +64,7 @@ func add(ctx context.Context, r *cniplugin.Request[*Conf]) (_ *current.Result, e
 	node := startNodeSide(ctx, r, store, res)
 	u.Push(node.undo)
 	pair, err := veth.Add(r.HostNS, r.ContNS, veth.Spec{HostName: hostVeth, ContName: r.Key.IfName,
-		MTU: c.MTU, ContMAC: c.mac, MasterIdx: br.Attrs().Index, NoLinkLocal: ipv4Only(res)})
+		MTU: c.MTU, ContMAC: c.mac, MasterIdx: br.Attrs().Index, NoLinkLocal: ipv4Only(res), HostNoIPv6: true})
 	if err != nil {
 		return nil, err
 	}
