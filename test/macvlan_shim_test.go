@@ -2,6 +2,7 @@ package test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -278,4 +279,61 @@ func TestMacvlanShimAddressHeldUntilRouteGone(t *testing.T) {
 	}
 	nettest.Reachable(t, l.host, c.ip(false))
 	l.cni.MustDel(t, list, c.rt)
+}
+
+// TestMacvlanShimReferenceGoesLast: DEL drops its shim reference only
+// after the shim is pruned, so a DEL killed while pruning (the crash suite
+// found one: the shim link outlived the second DEL, which no longer found
+// a reference to clean up from) leaves the reference for the next one.
+// Holding the address store's lock stops the DEL inside the pruning, where
+// it gives the shim's pool address back.
+func TestMacvlanShimReferenceGoesLast(t *testing.T) {
+	nettest.RequireRoot(t)
+	t.Parallel()
+	l := newMvLAN(t, true)
+	list := l.list(t, "1.1.0", map[string]any{"hostShim": true}) // the shim's address from the pool
+	a := l.attach(t, list)
+	refs := filepath.Join(l.cni.StateDir, "macvlan", "shim", "*", "*", "*.json")
+	if got, _ := filepath.Glob(refs); len(got) != 1 {
+		t.Fatalf("shim references after ADD: %v, want one", got)
+	}
+	shim := ""
+	for _, n := range nettest.LinkNames(t, l.host) {
+		if strings.HasPrefix(n, "mvshim") {
+			shim = n
+		}
+	}
+	if shim == "" {
+		t.Fatal("no shim after ADD")
+	}
+
+	ctx := context.Background()
+	lock, err := safefile.Acquire(ctx, filepath.Join(l.dataDir, list.Name, "lock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	delDone := make(chan error, 1)
+	go func() { delDone <- l.cni.DelNetworkList(ctx, list, a.rt) }()
+	// The pruning takes the shim's addresses off, then waits for the store.
+	nettest.Eventually(t, 5*time.Second, "the DEL inside the shim's pruning", func() error {
+		if addrs := nettest.Addrs(t, l.host, shim); len(addrs) != 0 {
+			return fmt.Errorf("shim still has %v", addrs)
+		}
+		return nil
+	})
+	time.Sleep(100 * time.Millisecond)
+	got, _ := filepath.Glob(refs)
+	lock.Unlock()
+	if len(got) != 1 {
+		t.Errorf("shim references while the DEL prunes the shim: %v, want the DEL's own still there", got)
+	}
+	if err := <-delDone; err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := filepath.Glob(refs); len(got) != 0 {
+		t.Errorf("shim references after DEL: %v", got)
+	}
+	if nettest.HasLink(t, l.host, shim) {
+		t.Error("the shim outlived the last attachment")
+	}
 }

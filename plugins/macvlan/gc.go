@@ -94,8 +94,8 @@ func gcShim(ctx context.Context, st *state.Store, r *cniplugin.Request[*Conf], p
 			errs = append(errs, s.delRoutes(ref.Addrs), st.Del(path.Join(s.refDir(network), n)))
 		}
 	}
-	errs = append(errs, s.prune(ctx, network))
-	if has, err := hasEntries(st.Path(s.refDir(network)), ".json"); err != nil || !has {
+	errs = append(errs, s.prune(ctx, network, ""))
+	if has, err := hasEntries(st.Path(s.refDir(network)), ".json", ""); err != nil || !has {
 		return nil, errors.Join(append(errs, err)...)
 	}
 	k := shimPoolKey(network, parent)

@@ -147,10 +147,14 @@ func (s *shim) detach(ctx context.Context, key netconf.Key) error {
 	if ok && err == nil {
 		errs = append(errs, s.delRoutes(ref.Addrs))
 	}
-	if ok {
+	// The reference goes last, once the shim is pruned as if it were
+	// gone: a DEL killed in between finds the shim again by it.
+	perr := s.prune(ctx, key.Network, key.Hash()+".json")
+	errs = append(errs, perr)
+	if ok && perr == nil {
 		errs = append(errs, s.st.Del(s.refFile(key)))
+		os.Remove(s.st.Path(s.refDir(key.Network))) // when it was the last; best effort
 	}
-	errs = append(errs, s.prune(ctx, key.Network))
 	return errors.Join(errs...)
 }
 
@@ -174,15 +178,16 @@ func (s *shim) delRoutes(addrs []string) error {
 }
 
 // prune removes network's shim addresses if it holds no reference on the
-// parent any more, and the shim itself if no network does.
-func (s *shim) prune(ctx context.Context, network string) error {
-	if has, err := hasEntries(s.st.Path(s.refDir(network)), ".json"); err != nil || has {
+// parent any more (but the one named except, which is going), and the
+// shim itself if no network does.
+func (s *shim) prune(ctx context.Context, network, except string) error {
+	if has, err := hasEntries(s.st.Path(s.refDir(network)), ".json", except); err != nil || has {
 		return err
 	}
 	if err := s.dropNet(ctx, network); err != nil {
 		return err
 	}
-	if has, err := hasEntries(s.st.Path(s.dir()), ".json"); err != nil || has {
+	if has, err := hasEntries(s.st.Path(s.dir()), ".json", ""); err != nil || has {
 		return err
 	}
 	return s.delLink()
@@ -412,9 +417,10 @@ func sameFamily(addrs []string, a netip.Addr) (netip.Addr, bool) {
 	return netip.Addr{}, false
 }
 
-// hasEntries reports whether dir holds a file ending in suffix (temporary
-// files of an interrupted write do not count). A missing dir holds none.
-func hasEntries(dir, suffix string) (bool, error) {
+// hasEntries reports whether dir holds a file ending in suffix other than
+// except (temporary files of an interrupted write do not count). A missing
+// dir holds none.
+func hasEntries(dir, suffix, except string) (bool, error) {
 	f, err := os.Open(dir)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
@@ -426,7 +432,7 @@ func hasEntries(dir, suffix string) (bool, error) {
 	for {
 		names, err := f.Readdirnames(64)
 		for _, n := range names {
-			if strings.HasSuffix(n, suffix) && !strings.HasPrefix(n, ".") {
+			if strings.HasSuffix(n, suffix) && !strings.HasPrefix(n, ".") && n != except {
 				return true, nil
 			}
 		}
