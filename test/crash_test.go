@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -277,7 +278,7 @@ func TestCrash(t *testing.T) {
 }
 
 // killAdds kills ADD at moments spread over its time d; for a multi-step
-// ADD it bisects more moments until one lands inside the work.
+// ADD it tries more moments until one lands inside the work.
 func (r *crashRun) killAdds(t *testing.T, how string, d time.Duration) {
 	t.Helper()
 	early, late := time.Duration(0), time.Duration(-1)
@@ -291,13 +292,22 @@ func (r *crashRun) killAdds(t *testing.T, how string, d time.Duration) {
 			}
 		}
 	}
-	for i := 0; r.v.multiStep && r.out["ADD inside"] == 0 && late > early && i < 8; i++ {
-		m := (early + late) / 2
+	// Then random moments between the latest early and the earliest late
+	// kill: on a loaded machine start-up jitter is larger than ADD's own
+	// few milliseconds, and a bisection can step past them.
+	for i := 0; r.v.multiStep && r.out["ADD inside"] == 0 && i < 24; i++ {
+		lo, hi := early, late
+		if hi <= lo {
+			lo, hi = 0, d*3/2 // the jitter crossed them: the whole call again
+		}
+		m := lo + time.Duration(rand.Int64N(int64(hi-lo)+1))
 		switch r.killAdd(t, how, m) {
 		case "early":
-			early = m
+			early = max(early, m)
 		case "late":
-			late = m
+			if late < 0 || m < late {
+				late = m
+			}
 		}
 	}
 	if r.v.multiStep && r.out["ADD inside"] == 0 {
