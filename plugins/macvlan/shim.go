@@ -359,7 +359,7 @@ func (s *shim) dropNet(ctx context.Context, network string) error {
 		}
 	}
 	errs = append(errs, s.st.Del(s.netFile(network)))
-	os.Remove(s.st.Path(s.refDir(network))) // empty by now; best effort
+	os.Remove(s.st.Path(s.refDir(network))) // empty by now, unless a DEL's reference waits to go; best effort
 	return errors.Join(errs...)
 }
 
