@@ -109,3 +109,25 @@ func TestPlotIsSVG(t *testing.T) {
 		t.Errorf("plot has %d lines, want %d", lines, want)
 	}
 }
+
+// TestFloorBelow: a plugin must be slower than exec; at C = 1 against the
+// lower of floor/exec and the floor timed in its node, so that a burst of
+// load during floor/exec alone does not fail the smoke run.
+func TestFloorBelow(t *testing.T) {
+	round := func(w, c int, p50 float64) *Round {
+		return &Round{W: w, C: c, Verbs: map[string]*VerbRun{"ADD": {Summary: Summary{P50: p50}}}}
+	}
+	report := func(pluginP50 float64) *Report {
+		return &Report{Runs: []*Run{
+			{Scenario: "floor/exec", Side: "floor", Status: "ok", Rounds: []*Round{round(0, 1, 14.5)}},
+			{Scenario: "ours/macvlan", Side: "ours", Status: "ok", Plugins: []string{"macvlan"},
+				Probes: []Probe{{W: 20, P50: 3.0}}, Rounds: []*Round{round(20, 1, pluginP50)}},
+		}}
+	}
+	if bad := report(9.1).floorBelow(); len(bad) != 0 {
+		t.Errorf("9.1 ms against floors of 14.5 (floor/exec) and 3.0 (in the node): %v, want accepted", bad)
+	}
+	if bad := report(2.5).floorBelow(); len(bad) != 1 {
+		t.Errorf("2.5 ms against a floor of 3.0 in the node: %v, want one complaint", bad)
+	}
+}
