@@ -61,7 +61,7 @@ func flushUDP(host *netns.Handle, f udpFlush, after time.Duration) error {
 	if len(f.v4)+len(f.v6) == 0 {
 		return nil
 	}
-	if host.IsSelf() && reexec.Enabled() {
+	if detachedFlush(host) {
 		if requestFlush(f, after) == nil {
 			return nil
 		}
@@ -72,6 +72,10 @@ func flushUDP(host *netns.Handle, f udpFlush, after time.Duration) error {
 	time.Sleep(after)
 	return flushNow(host, f)
 }
+
+// detachedFlush reports whether flushUDP in host leaves the flush to a
+// process of its own (the namespace's flusher), after the plugin answered.
+func detachedFlush(host *netns.Handle) bool { return host.IsSelf() && reexec.Enabled() }
 
 const (
 	flushHelper = "flush-udp"

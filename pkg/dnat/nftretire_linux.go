@@ -10,7 +10,6 @@ import (
 
 	"github.com/netdrivers/netdrivers/pkg/cnierr"
 	"github.com/netdrivers/netdrivers/pkg/netconf"
-	"github.com/netdrivers/netdrivers/pkg/reexec"
 )
 
 // Retiring elements instead of deleting them (see the layout comment).
@@ -62,7 +61,7 @@ func (b *nftBackend) retire(c *nftConn, key netconf.Key, elems []pubElem) error 
 			ports.add(strings.HasPrefix(e.Map, "dnat4"), e.Port)
 		}
 	}
-	if !deleteNow && len(udp) > 0 && b.host.IsSelf() && reexec.Enabled() {
+	if !deleteNow && len(udp) > 0 && detachedFlush(b.host) {
 		// The detached flush waits out the timeout itself: an expired
 		// element no longer maps anything, even before the set's GC.
 		return flushUDP(b.host, ports, b.retireTimeout()+25*time.Millisecond) // a few ticks
