@@ -237,3 +237,25 @@ func hasNeigh(t *testing.T, ns *nettest.NS, ip string, mac string) bool {
 		return n.IP.Equal(want) && n.HardwareAddr.String() == mac
 	})
 }
+
+// shimLinks are the host shims (mvshim*) in the host namespace.
+func (l *mvLAN) shimLinks(t *testing.T) []string {
+	t.Helper()
+	var out []string
+	for _, n := range nettest.LinkNames(t, l.host) {
+		if strings.HasPrefix(n, "mvshim") {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// shim is the one host shim; the test fails without exactly one.
+func (l *mvLAN) shim(t *testing.T) string {
+	t.Helper()
+	shims := l.shimLinks(t)
+	if len(shims) != 1 {
+		t.Fatalf("host links %v: want exactly one shim", nettest.LinkNames(t, l.host))
+	}
+	return shims[0]
+}

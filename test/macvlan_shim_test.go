@@ -37,23 +37,13 @@ func TestMacvlanHostShim(t *testing.T) {
 	shimB := l.list(t, "1.1.0", map[string]any{"hostShim": true, "hostShimIP": "192.0.2.250",
 		"ipam": map[string]any{"rangeStart": "192.0.2.150", "rangeEnd": "192.0.2.199"}})
 	a1, a2, b1 := l.attach(t, shimA), l.attach(t, shimA), l.attach(t, shimB)
-	shim := "mvshim"
 	for _, c := range []*mvCont{a1, a2, b1} {
 		nettest.Reachable(t, l.host, c.ip(false))
 		nettest.Reachable(t, c.ns, mvHostIP) // back to the node's own address
 		nettest.Reachable(t, c.ns, mvOutIP)
 	}
 	// One shim for both networks: its pool address from A, B's configured one.
-	links := nettest.LinkNames(t, l.host)
-	shims := 0
-	for _, n := range links {
-		if strings.HasPrefix(n, shim) {
-			shim, shims = n, shims+1
-		}
-	}
-	if shims != 1 {
-		t.Fatalf("host links %v: want exactly one shim", links)
-	}
+	shim := l.shim(t)
 	addrs := nettest.Addrs(t, l.host, shim)
 	if len(addrs) != 2 || addrs[1].String() != "192.0.2.250/32" || addrs[0].Bits() != 32 {
 		t.Errorf("shim addresses = %v, want one /32 from A's pool and 192.0.2.250/32", addrs)
@@ -124,10 +114,8 @@ func TestMacvlanParentVanishes(t *testing.T) {
 	if f := l.stateFiles(t); len(f) > 0 || len(l.storeIPs(t, list.Name)) > 0 {
 		t.Errorf("left: state %v, addresses %v", f, l.storeIPs(t, list.Name))
 	}
-	for _, n := range nettest.LinkNames(t, l.host) {
-		if strings.HasPrefix(n, "mvshim") {
-			t.Errorf("shim %s outlived the last attachment", n)
-		}
+	for _, n := range l.shimLinks(t) {
+		t.Errorf("shim %s outlived the last attachment", n)
 	}
 }
 
@@ -154,12 +142,7 @@ func TestMacvlanHostShimDualStack(t *testing.T) {
 
 	// An admin flushes the shim: CHECK says so, the next ADD repairs the
 	// shim's addresses.
-	shim := ""
-	for _, n := range nettest.LinkNames(t, l.host) {
-		if strings.HasPrefix(n, "mvshim") {
-			shim = n
-		}
-	}
+	shim := l.shim(t)
 	l.host.MustRun(t, "ip", "addr", "flush", "dev", shim, "scope", "global")
 	if err := l.cni.CheckNetworkList(context.Background(), list, c.rt); err == nil {
 		t.Error("CHECK passed with the shim's addresses flushed")
@@ -297,15 +280,7 @@ func TestMacvlanShimReferenceGoesLast(t *testing.T) {
 	if got, _ := filepath.Glob(refs); len(got) != 1 {
 		t.Fatalf("shim references after ADD: %v, want one", got)
 	}
-	shim := ""
-	for _, n := range nettest.LinkNames(t, l.host) {
-		if strings.HasPrefix(n, "mvshim") {
-			shim = n
-		}
-	}
-	if shim == "" {
-		t.Fatal("no shim after ADD")
-	}
+	shim := l.shim(t)
 
 	ctx := context.Background()
 	lock, err := safefile.Acquire(ctx, filepath.Join(l.dataDir, list.Name, "lock"))
