@@ -1,13 +1,14 @@
 package dnat
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/netdrivers/netdrivers/pkg/reexec"
 )
 
 // One detached flusher per host namespace takes the UDP flush requests of
@@ -25,39 +26,16 @@ const (
 // Success means the flusher acknowledged it: it walks for these ports no
 // sooner than after from now, even if it is about to exit.
 func requestFlush(f udpFlush, after time.Duration) error {
-	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	fd, err := reexec.Dial(flusherAddr)
 	if err != nil {
-		return err
+		return fmt.Errorf("udp flusher: %w", err)
 	}
 	defer unix.Close(fd)
-	tv := unix.Timeval{Sec: 1} // a wedged flusher costs a call one second, then a copy of its own
-	for _, opt := range []int{unix.SO_SNDTIMEO, unix.SO_RCVTIMEO} {
-		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, opt, &tv); err != nil {
-			return err
-		}
-	}
-	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: flusherAddr}); err != nil {
-		return err
-	}
-	// Anyone in the namespace can bind an abstract name: a listener that
-	// is not root would swallow the flushes.
-	cred, err := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
-	if err != nil {
-		return err
-	}
-	if cred.Uid != 0 {
-		return fmt.Errorf("udp flusher: %s is held by uid %d, not root", flusherAddr, cred.Uid)
-	}
 	if _, err := unix.Write(fd, []byte(f.encode(after))); err != nil {
 		return err
 	}
-	var ack [1]byte
-	n, err := unix.Read(fd, ack[:])
-	if err != nil {
-		return err
-	}
-	if n != 1 || ack[0] != 'k' {
-		return errors.New("udp flusher: no acknowledgement")
+	if err := reexec.Ack(fd); err != nil {
+		return fmt.Errorf("udp flusher: %w", err)
 	}
 	return nil
 }
@@ -194,7 +172,7 @@ func (s *flushServer) accept(ln *net.UnixListener) {
 // handle reads one request from a root caller and acknowledges it.
 func (s *flushServer) handle(c *net.UnixConn) {
 	defer c.Close()
-	if c.SetDeadline(time.Now().Add(time.Second)) != nil || !fromRoot(c) {
+	if c.SetDeadline(time.Now().Add(time.Second)) != nil || !reexec.FromRoot(c) { // only root may have conntrack entries deleted
 		return
 	}
 	buf := make([]byte, 4096)
@@ -207,18 +185,5 @@ func (s *flushServer) handle(c *net.UnixConn) {
 		return
 	}
 	s.add(f, after)
-	c.Write([]byte{'k'})
-}
-
-// fromRoot: only root may have conntrack entries deleted.
-func fromRoot(c *net.UnixConn) bool {
-	raw, err := c.SyscallConn()
-	if err != nil {
-		return false
-	}
-	var cred *unix.Ucred
-	raw.Control(func(fd uintptr) {
-		cred, err = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	})
-	return err == nil && cred != nil && cred.Uid == 0
+	c.Write([]byte{reexec.AckByte})
 }

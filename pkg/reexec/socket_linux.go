@@ -1,0 +1,76 @@
+package reexec
+
+import (
+	"errors"
+	"fmt"
+	"net"
+
+	"golang.org/x/sys/unix"
+)
+
+// A detached helper serves later plugin calls of its namespace on an
+// abstract unix socket (SOCK_SEQPACKET, one request and a 1-byte ack per
+// connection). Abstract names belong to the network namespace and anyone
+// in it can bind one first, so both sides check the other is root.
+
+// Dial connects to the helper listening on addr in the calling thread's
+// namespace and checks that it runs as root. A wedged helper costs a
+// call one second (send and receive timeouts), then the caller's fallback.
+func Dial(addr string) (fd int, err error) {
+	fd, err = unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	defer func() {
+		if err != nil {
+			unix.Close(fd)
+		}
+	}()
+	tv := unix.Timeval{Sec: 1}
+	for _, opt := range []int{unix.SO_SNDTIMEO, unix.SO_RCVTIMEO} {
+		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, opt, &tv); err != nil {
+			return -1, err
+		}
+	}
+	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: addr}); err != nil {
+		return -1, err
+	}
+	cred, err := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
+	if err != nil {
+		return -1, err
+	}
+	if cred.Uid != 0 {
+		return -1, fmt.Errorf("%s is held by uid %d, not root", addr, cred.Uid)
+	}
+	return fd, nil
+}
+
+// Ack waits for the helper's acknowledgement on fd.
+func Ack(fd int) error {
+	var ack [1]byte
+	n, err := unix.Read(fd, ack[:])
+	if err != nil {
+		return err
+	}
+	if n != 1 || ack[0] != AckByte {
+		return errors.New("no acknowledgement")
+	}
+	return nil
+}
+
+// AckByte is what a helper answers a request it took.
+const AckByte = 'k'
+
+// FromRoot reports whether the peer of c runs as root: only root may have
+// a helper act for it.
+func FromRoot(c *net.UnixConn) bool {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var cred *unix.Ucred
+	raw.Control(func(fd uintptr) {
+		cred, err = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	})
+	return err == nil && cred != nil && cred.Uid == 0
+}
