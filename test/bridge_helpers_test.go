@@ -3,11 +3,13 @@ package test
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/netip"
 	"os/exec"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
@@ -106,6 +108,21 @@ func (n *node) warm(t *testing.T, list *libcni.NetworkConfigList) {
 func (n *node) detach(t *testing.T, list *libcni.NetworkConfigList, c *container) {
 	t.Helper()
 	n.cni.MustDel(t, list, c.rt)
+}
+
+// nodeHelper fails t unless a detached helper of the plugins (pkg/reexec)
+// answers on the abstract socket addr in ns within 2 s.
+func nodeHelper(t *testing.T, ns *nettest.NS, addr string) {
+	t.Helper()
+	nettest.Eventually(t, 2*time.Second, "a helper on "+addr, func() error {
+		return ns.Do(func() error {
+			f, err := net.Dial("unixpacket", addr)
+			if err == nil {
+				f.Close()
+			}
+			return err
+		})
+	})
 }
 
 // hostState is everything outside the container namespaces that a plugin

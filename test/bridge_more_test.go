@@ -301,15 +301,7 @@ func TestBridgeUDPConntrackFlush(t *testing.T) {
 			c := n.attach(t, list, ports("udp//5300/53"))
 			// The flush is the node's detached flusher's, which serves
 			// later calls too (pkg/dnat flusher_linux.go).
-			nettest.Eventually(t, 2*time.Second, "the node's udp flusher", func() error {
-				return n.host.Do(func() error {
-					f, err := net.Dial("unixpacket", "@netdrivers-udp-flush")
-					if err == nil {
-						f.Close()
-					}
-					return err
-				})
-			})
+			nodeHelper(t, n.host, "@netdrivers-udp-flush")
 			nettest.Listen(t, c.ns, "udp", ":53", "ctr")
 			buf := make([]byte, 100)
 			nettest.Eventually(t, 3*time.Second, "udp through a pre-existing flow", func() error {

@@ -55,6 +55,9 @@ func TestBridgeLifecycle(t *testing.T) {
 				n.cni.MustCheck(t, list, c.rt)
 			}
 			n.detach(t, list, c)
+			// The veth went through the node's link reaper, which stays
+			// for later calls (pkg/reaper).
+			nodeHelper(t, n.host, "@netdrivers-link-reaper")
 			n.detach(t, list, c)
 			if e := storeEntries(t, list); len(e) != 0 {
 				t.Errorf("store entries left: %v", e)

@@ -59,6 +59,7 @@ func TestMacvlanLifecycle(t *testing.T) {
 			if nettest.HasLink(t, c.ns, "eth0") {
 				t.Error("eth0 still in the container after DEL")
 			}
+			nodeHelper(t, l.host, "@netdrivers-link-reaper") // it deleted eth0 (pkg/reaper)
 			c.rt.NetNS = ""
 			l.cni.MustDel(t, list, c.rt) // containerd's second DEL: no netns, no prevResult
 			if _, err := l.execMv(t, "DEL", l.mvPlugin(map[string]any{"cniVersion": ver, "name": list.Name}), &mvCont{rt: c.rt}); err != nil {

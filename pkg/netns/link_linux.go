@@ -22,22 +22,32 @@ func IsLinkNotFound(err error) bool {
 // gone is success; one of another type is left alone (ErrWrongType).
 // Equivalent to: ip -n NS link del NAME type TYP
 func (h *Handle) DelLink(name, typ string) error {
+	l, err := h.LinkOfType(name, typ)
+	if err != nil || l == nil {
+		return err
+	}
 	nl, err := h.Netlink()
 	if err != nil {
 		return err
-	}
-	l, err := nl.LinkByName(name)
-	if err != nil {
-		if IsLinkNotFound(err) {
-			return nil
-		}
-		return fmt.Errorf("find %q: %w", name, err)
-	}
-	if l.Type() != typ {
-		return fmt.Errorf("delete %q: is a %s, not a %s: %w", name, l.Type(), typ, ErrWrongType)
 	}
 	if err := nl.LinkDel(l); err != nil && !IsLinkNotFound(err) {
 		return fmt.Errorf("delete %q: %w", name, err)
 	}
 	return nil
+}
+
+// LinkOfType finds the link name in h, to be deleted: nil when there is
+// none, ErrWrongType when it is not a typ.
+func (h *Handle) LinkOfType(name, typ string) (netlink.Link, error) {
+	l, err := h.Link(name)
+	if err != nil {
+		if IsLinkNotFound(err) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("find %q: %w", name, err)
+	}
+	if l.Type() != typ {
+		return nil, fmt.Errorf("delete %q: is a %s, not a %s: %w", name, l.Type(), typ, ErrWrongType)
+	}
+	return l, nil
 }

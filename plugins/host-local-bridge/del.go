@@ -10,6 +10,7 @@ import (
 	"github.com/netdrivers/netdrivers/pkg/ipam"
 	"github.com/netdrivers/netdrivers/pkg/netconf"
 	"github.com/netdrivers/netdrivers/pkg/netns"
+	"github.com/netdrivers/netdrivers/pkg/reaper"
 	"github.com/netdrivers/netdrivers/pkg/state"
 	"github.com/netdrivers/netdrivers/pkg/veth"
 )
@@ -33,10 +34,11 @@ func teardown(ctx context.Context, c *Conf, host *netns.Handle, store *state.Sto
 	if rec != nil && rec.Objects["firewall"] != "" {
 		backend = rec.Objects["firewall"] // the one ADD used, even if the config changed since
 	}
-	// Deleting a veth waits for an RCU grace period (the kernel floor of a
-	// DEL); the node-side steps go on meanwhile.
+	// The node's reaper deletes the veth (its peer goes with it) and waits
+	// for the kernel to free it; the node-side steps go on meanwhile, in
+	// case it falls back to deleting here.
 	vethDone := make(chan error, 1)
-	go func() { vethDone <- veth.Del(host, hostVeth) }()
+	go func() { vethDone <- reaper.DelLink(host, host, hostVeth, "veth") }()
 	var errs []error
 	if fw, err := dnat.New(backend, host, store); err != nil {
 		errs = append(errs, err)

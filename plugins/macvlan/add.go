@@ -57,7 +57,7 @@ func add(ctx context.Context, r *cniplugin.Request[*Conf]) (_ *current.Result, e
 	if err != nil {
 		return nil, err
 	}
-	u.Push(func() error { return delMacvlan(r.ContNS, r.Key.IfName) })
+	u.Push(func() error { return delMacvlan(r.HostNS, r.ContNS, r.Key.IfName) })
 
 	res := &current.Result{Interfaces: []*current.Interface{{
 		Name: r.Key.IfName, Mac: link.Attrs().HardwareAddr.String(), Sandbox: r.NetNSPath}}}

@@ -29,9 +29,9 @@ func del(ctx context.Context, r *cniplugin.Request[*Conf]) error {
 	// it, and its shim route (same destination) would go with ours.
 	errs := []error{recErr, detachShims(ctx, st, r.HostNS, c, r.Key), netns.Forget(st, r.Key)}
 	if r.ContNS != nil {
-		errs = append(errs, delMacvlan(r.ContNS, r.Key.IfName))
+		errs = append(errs, delMacvlan(r.HostNS, r.ContNS, r.Key.IfName))
 	} else if rec != nil {
-		errs = append(errs, delRecordedLink(rec))
+		errs = append(errs, delRecordedLink(r.HostNS, rec))
 	}
 	if c.ipam != nil {
 		errs = append(errs, ipam.Release(ctx, c.ipam, r.Key))
@@ -46,7 +46,7 @@ func del(ctx context.Context, r *cniplugin.Request[*Conf]) error {
 // there although the caller did not name it (GC; a DEL without CNI_NETNS).
 // The namespace must be the recorded one: a path reused by another
 // container is left alone.
-func delRecordedLink(rec *state.Attachment) error {
+func delRecordedLink(host *netns.Handle, rec *state.Attachment) error {
 	if rec.NetNS == "" {
 		return nil
 	}
@@ -58,7 +58,7 @@ func delRecordedLink(rec *state.Attachment) error {
 	if h.ID().String() != rec.Objects["netnsID"] {
 		return nil
 	}
-	return delMacvlan(h, rec.IfName)
+	return delMacvlan(host, h, rec.IfName)
 }
 
 // detachShims drops key's shim reference on every parent that holds one

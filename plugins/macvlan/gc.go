@@ -37,7 +37,7 @@ func gc(ctx context.Context, r *cniplugin.Request[*Conf]) error {
 		if rec.Plugin != "macvlan" || !stale(rec.Key()) {
 			continue
 		}
-		if err := delRecordedLink(rec); err != nil {
+		if err := delRecordedLink(r.HostNS, rec); err != nil {
 			errs = append(errs, err)
 			continue
 		}

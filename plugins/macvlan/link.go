@@ -11,6 +11,7 @@ import (
 
 	"github.com/netdrivers/netdrivers/pkg/cnierr"
 	"github.com/netdrivers/netdrivers/pkg/netns"
+	"github.com/netdrivers/netdrivers/pkg/reaper"
 	"github.com/netdrivers/netdrivers/pkg/undo"
 )
 
@@ -130,7 +131,7 @@ func addMacvlan(parentNS, cont *netns.Handle, s linkSpec) (_ netlink.Link, err e
 	if err != nil {
 		return nil, fmt.Errorf("create macvlan %q on %q: %w", s.Name, s.Parent.Attrs().Name, classifyAdd(err, s))
 	}
-	u.Push(func() error { return delMacvlan(cont, s.Name) })
+	u.Push(func() error { return delMacvlan(parentNS, cont, s.Name) })
 	l, err := cnl.LinkByName(s.Name)
 	if err != nil {
 		return nil, fmt.Errorf("find %q in the container: %w", s.Name, err)
@@ -174,11 +175,12 @@ func classifyAdd(err error, s linkSpec) error {
 	return err
 }
 
-// delMacvlan deletes the macvlan named name in ns. A missing link, or one
-// that is not a macvlan (not ours to remove), is left alone.
+// delMacvlan deletes the macvlan named name in ns, through host's reaper
+// when host is the plugin's namespace. A missing link, or one that is not
+// a macvlan (not ours to remove), is left alone.
 // Equivalent to: ip -n NS link del NAME type macvlan
-func delMacvlan(ns *netns.Handle, name string) error {
-	if err := ns.DelLink(name, "macvlan"); err != nil && !errors.Is(err, netns.ErrWrongType) {
+func delMacvlan(host, ns *netns.Handle, name string) error {
+	if err := reaper.DelLink(host, ns, name, "macvlan"); err != nil && !errors.Is(err, netns.ErrWrongType) {
 		return err
 	}
 	return nil

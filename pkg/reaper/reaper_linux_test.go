@@ -1,0 +1,206 @@
+package reaper
+
+import (
+	"errors"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	vnetns "github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/netdrivers/netdrivers/pkg/netns"
+	"github.com/netdrivers/netdrivers/pkg/nettest"
+)
+
+// jobLog records what a reaper was handed and whether the link was still
+// there for it to delete.
+type jobLog struct {
+	mu    sync.Mutex
+	jobs  []job
+	found []bool
+}
+
+func (l *jobLog) do(nsFd int, j job) {
+	h, err := netlinksafe.NewHandleAt(vnetns.NsHandle(nsFd), unix.NETLINK_ROUTE)
+	found := false
+	if err == nil {
+		_, lerr := h.LinkByIndex(j.idx)
+		found = lerr == nil
+		h.Close()
+	}
+	l.mu.Lock()
+	l.jobs, l.found = append(l.jobs, j), append(l.found, found)
+	l.mu.Unlock()
+	delLink(nsFd, j)
+}
+
+func (l *jobLog) get() ([]job, []bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]job(nil), l.jobs...), append([]bool(nil), l.found...)
+}
+
+// pair makes a veth: host end name in node, peer "eth0" in cont.
+func pair(t *testing.T, node, cont *nettest.NS, name string) {
+	t.Helper()
+	nettest.NewVeth(t, node, name, "", cont, "eth0", "")
+}
+
+// starter returns a start function that runs a reaper in-process on the
+// calling thread's namespace, and a channel closed when it returns.
+func starter(t *testing.T, log *jobLog, idle time.Duration) (func() error, chan struct{}) {
+	done := make(chan struct{})
+	return func() error {
+		ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: addr, Net: "unixpacket"})
+		if err != nil {
+			return err
+		}
+		go func() {
+			defer close(done)
+			run(ln, idle, log.do)
+		}()
+		return nil
+	}, done
+}
+
+// TestReaperDeletes: the first call starts a reaper, later ones reuse it;
+// each returns with the pair gone from both namespaces, deleted by the
+// reaper, which exits once idle.
+func TestReaperDeletes(t *testing.T) {
+	nettest.RequireRoot(t)
+	t.Parallel()
+	node := nettest.NewNS(t)
+	conts := []*nettest.NS{nettest.NewNS(t), nettest.NewNS(t)}
+	names := []string{"rpa" + nettest.RandHex(8), "rpb" + nettest.RandHex(8)}
+	for i := range names {
+		pair(t, node, conts[i], names[i])
+	}
+	log := &jobLog{}
+	start, done := starter(t, log, 300*time.Millisecond)
+	starts := 0
+	counted := func() error { starts++; return start() }
+	node.MustDo(t, func() error {
+		for _, name := range names {
+			if err := del(node.Handle(), name, "veth", counted); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	for i, name := range names {
+		if nettest.HasLink(t, node, name) || nettest.HasLink(t, conts[i], "eth0") {
+			t.Errorf("%s or its peer is still there after del", name)
+		}
+	}
+	if starts != 1 {
+		t.Errorf("reapers started: %d, want 1", starts)
+	}
+	jobs, found := log.get()
+	if len(jobs) != 2 || jobs[0].name != names[0] || jobs[1].name != names[1] || !found[0] || !found[1] {
+		t.Errorf("reaper jobs %+v (link found %v), want both links, found", jobs, found)
+	}
+	select {
+	case <-done:
+	case <-time.After(3 * time.Second):
+		t.Error("the reaper did not exit once idle")
+	}
+	// A link that is not there, or of another type, is not handed over.
+	node.MustDo(t, func() error {
+		if err := del(node.Handle(), names[0], "veth", counted); err != nil {
+			t.Errorf("del of a missing link: %v", err)
+		}
+		if err := del(node.Handle(), "lo", "veth", counted); !errors.Is(err, netns.ErrWrongType) {
+			t.Errorf("del of lo as a veth: %v, want ErrWrongType", err)
+		}
+		return nil
+	})
+	if starts != 1 || !nettest.HasLink(t, node, "lo") {
+		t.Errorf("reapers started: %d, want still 1; lo there: %v", starts, nettest.HasLink(t, node, "lo"))
+	}
+}
+
+// TestReaperFallback: with no reaper to be had, the caller deletes the
+// link itself.
+func TestReaperFallback(t *testing.T) {
+	nettest.RequireRoot(t)
+	t.Parallel()
+	node, cont := nettest.NewNS(t), nettest.NewNS(t)
+	name := "rpf" + nettest.RandHex(8)
+	pair(t, node, cont, name)
+	node.MustDo(t, func() error {
+		return del(node.Handle(), name, "veth", func() error { return errors.New("no reaper") })
+	})
+	if nettest.HasLink(t, node, name) || nettest.HasLink(t, cont, "eth0") {
+		t.Error("the pair survived a del without a reaper")
+	}
+}
+
+// TestReaperChecksLink: a job whose index now names another link, or a
+// link of another type, deletes nothing.
+func TestReaperChecksLink(t *testing.T) {
+	nettest.RequireRoot(t)
+	t.Parallel()
+	node, cont := nettest.NewNS(t), nettest.NewNS(t)
+	name := "rpc" + nettest.RandHex(8)
+	pair(t, node, cont, name)
+	idx := nettest.Link(t, node, name).Attrs().Index
+	for _, j := range []job{{idx, "other0", "veth"}, {idx, name, "macvlan"}} {
+		fd, err := unix.Open(node.Path(), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		delLink(fd, j)
+		if !nettest.HasLink(t, node, name) {
+			t.Fatalf("job %+v deleted %s", j, name)
+		}
+	}
+	if _, err := decode("0 x veth"); err == nil {
+		t.Error("decode took index 0")
+	}
+}
+
+// TestReaperNotRoot: a caller that is not root gets no ack and no delete.
+func TestReaperNotRoot(t *testing.T) {
+	nettest.RequireRoot(t)
+	t.Parallel()
+	node, cont := nettest.NewNS(t), nettest.NewNS(t)
+	name := "rpn" + nettest.RandHex(8)
+	pair(t, node, cont, name)
+	log := &jobLog{}
+	start, done := starter(t, log, 200*time.Millisecond)
+	idx := nettest.Link(t, node, name).Attrs().Index
+	node.MustDo(t, func() error {
+		if err := start(); err != nil {
+			return err
+		}
+		// Credentials are taken at connect: drop them on this locked
+		// thread only, and back.
+		if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, ^uintptr(0), 65534, ^uintptr(0)); e != 0 {
+			return e
+		}
+		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+		if err == nil {
+			err = unix.Connect(fd, &unix.SockaddrUnix{Name: addr})
+		}
+		unix.RawSyscall(unix.SYS_SETRESUID, ^uintptr(0), 0, ^uintptr(0))
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		if err := unix.Sendmsg(fd, []byte(job{idx, name, "veth"}.encode()), unix.UnixRights(node.Handle().Fd()), nil, 0); err != nil {
+			return err
+		}
+		var ack [1]byte
+		if n, _ := unix.Read(fd, ack[:]); n > 0 {
+			t.Errorf("a caller of uid 65534 got an ack %q", ack[:n])
+		}
+		return nil
+	})
+	<-done
+	if jobs, _ := log.get(); len(jobs) != 0 || !nettest.HasLink(t, node, name) {
+		t.Errorf("jobs %+v from a caller of uid 65534; link there: %v", jobs, nettest.HasLink(t, node, name))
+	}
+}
