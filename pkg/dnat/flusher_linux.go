@@ -31,7 +31,7 @@ func requestFlush(f udpFlush, after time.Duration) error {
 		return fmt.Errorf("udp flusher: %w", err)
 	}
 	defer unix.Close(fd)
-	if _, err := unix.Write(fd, []byte(f.encode(after))); err != nil {
+	if err := reexec.Send(fd, []byte(f.encode(after)), nil); err != nil {
 		return err
 	}
 	if err := reexec.Ack(fd); err != nil {

@@ -184,9 +184,25 @@ func TestFlusherNotRoot(t *testing.T) {
 		}
 		return unix.Listen(fd, 8)
 	})
-	t.Cleanup(func() { unix.Close(fd) })
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	t.Cleanup(func() {
+		// Stop the squatter before its fd number can be reused: still
+		// accepting on it, it once took another test's flusher listener.
+		close(stop)
+		<-stopped
+		unix.Close(fd)
+	})
 	go func() { // a squatter that acknowledges everything
+		defer close(stopped)
 		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if n, _ := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 50); n < 1 {
+				continue
+			}
 			c, _, err := unix.Accept(fd)
 			if err != nil {
 				return

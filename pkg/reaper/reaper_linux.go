@@ -109,7 +109,7 @@ func hand(ns *netns.Handle, j job, start func() error) error {
 		}
 	}
 	defer unix.Close(fd)
-	if err := unix.Sendmsg(fd, []byte(j.encode()), unix.UnixRights(ns.Fd()), nil, 0); err != nil {
+	if err := reexec.Send(fd, []byte(j.encode()), unix.UnixRights(ns.Fd())); err != nil {
 		return err
 	}
 	return reexec.Ack(fd)
@@ -158,6 +158,9 @@ func waitDel(w, idx int, timeout time.Duration) error {
 			return err
 		}
 		n, _, err := unix.Recvfrom(w, buf, 0)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
 		if err != nil {
 			return err // ENOBUFS: notifications were lost; the caller checks for itself
 		}

@@ -16,39 +16,69 @@ import (
 // Dial connects to the helper listening on addr in the calling thread's
 // namespace and checks that it runs as root. A wedged helper costs a
 // call one second (send and receive timeouts), then the caller's fallback.
-func Dial(addr string) (fd int, err error) {
-	fd, err = unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+func Dial(addr string) (int, error) {
+	for {
+		fd, err := dial(addr)
+		if !errors.Is(err, unix.EINTR) { // a connect interrupted by a signal goes on unseen: start over
+			return fd, err
+		}
+	}
+}
+
+func dial(addr string) (int, error) {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return -1, err
 	}
-	defer func() {
-		if err != nil {
-			unix.Close(fd)
-		}
-	}()
+	if err := connectRoot(fd, addr); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+func connectRoot(fd int, addr string) error {
 	tv := unix.Timeval{Sec: 1}
 	for _, opt := range []int{unix.SO_SNDTIMEO, unix.SO_RCVTIMEO} {
 		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, opt, &tv); err != nil {
-			return -1, err
+			return err
 		}
 	}
 	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: addr}); err != nil {
-		return -1, err
+		return err
 	}
 	cred, err := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
 	if err != nil {
-		return -1, err
+		return err
 	}
 	if cred.Uid != 0 {
-		return -1, fmt.Errorf("%s is held by uid %d, not root", addr, cred.Uid)
+		return fmt.Errorf("%s is held by uid %d, not root", addr, cred.Uid)
 	}
-	return fd, nil
+	return nil
+}
+
+// retry repeats a socket call that a signal interrupted: the Go runtime
+// signals its threads (preemption), and calls on a socket with a timeout
+// are not restarted.
+func retry[T any](call func() (T, error)) (T, error) {
+	for {
+		v, err := call()
+		if !errors.Is(err, unix.EINTR) {
+			return v, err
+		}
+	}
+}
+
+// Send writes one request on fd.
+func Send(fd int, msg, oob []byte) error {
+	_, err := retry(func() (struct{}, error) { return struct{}{}, unix.Sendmsg(fd, msg, oob, nil, 0) })
+	return err
 }
 
 // Ack waits for the helper's acknowledgement on fd.
 func Ack(fd int) error {
 	var ack [1]byte
-	n, err := unix.Read(fd, ack[:])
+	n, err := retry(func() (int, error) { return unix.Read(fd, ack[:]) })
 	if err != nil {
 		return err
 	}
