@@ -190,9 +190,8 @@ func TestReaperNotRoot(t *testing.T) {
 			return err
 		}
 		defer unix.Close(fd)
-		if err := unix.Sendmsg(fd, []byte(job{idx, name, "veth"}.encode()), unix.UnixRights(node.Handle().Fd()), nil, 0); err != nil {
-			return err
-		}
+		// The reaper may hang up before the request is sent (EPIPE): also a refusal.
+		unix.Sendmsg(fd, []byte(job{idx, name, "veth"}.encode()), unix.UnixRights(node.Handle().Fd()), nil, 0)
 		var ack [1]byte
 		if n, _ := unix.Read(fd, ack[:]); n > 0 {
 			t.Errorf("a caller of uid 65534 got an ack %q", ack[:n])
