@@ -2,7 +2,6 @@ package ipam
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -10,6 +9,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/netdrivers/netdrivers/pkg/netconf"
 )
 
 // The store's files, and how they are parsed. Parsing is pure (fuzzed);
@@ -57,8 +58,7 @@ func (o owner) content() []byte {
 
 // hash names the attachment's record: 16 hex digits of sha256(id, ifname).
 func (o owner) hash() string {
-	sum := sha256.Sum256([]byte(o.ID + "\x00" + o.IfName))
-	return hex.EncodeToString(sum[:8])
+	return netconf.ShortHash(o.ID, o.IfName)
 }
 
 // matches reports whether an address file's owner belongs to o, with the

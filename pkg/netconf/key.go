@@ -1,8 +1,6 @@
 package netconf
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"regexp"
 	"strings"
 
@@ -19,14 +17,12 @@ type Key struct {
 
 // Hash is a stable 16-hex-digit digest of the key; names take a prefix.
 func (k Key) Hash() string {
-	sum := sha256.Sum256([]byte(k.Network + "\x00" + k.ContainerID + "\x00" + k.IfName))
-	return hex.EncodeToString(sum[:8])
+	return ShortHash(k.Network, k.ContainerID, k.IfName)
 }
 
 // NetworkHash is a stable 16-hex-digit digest of a network name.
 func NetworkHash(network string) string {
-	sum := sha256.Sum256([]byte(network))
-	return hex.EncodeToString(sum[:8])
+	return ShortHash(network)
 }
 
 // MaxIDLen bounds container IDs and network names: both become parts of
