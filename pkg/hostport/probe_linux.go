@@ -2,11 +2,13 @@ package hostport
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -146,7 +148,11 @@ func socketInodes(proto string, port uint16) []string {
 	return append(listen, other...)
 }
 
-// findProcess walks /proc/*/fd for the first of inodes.
+// findProcess names a process holding the first of inodes that one
+// holds. Several can hold a socket: a server's workers, and any child
+// between fork and exec, which has every fd of its parent (a plugin's
+// test once named such a copy of itself); it names the one whose parent
+// does not hold it.
 func findProcess(inodes []string) string {
 	want := make(map[string]int, len(inodes))
 	for i, ino := range inodes {
@@ -156,7 +162,7 @@ func findProcess(inodes []string) string {
 	if err != nil {
 		return ""
 	}
-	best, bestRank := "", len(inodes)
+	holders := make([][]int, len(inodes))
 	for _, p := range procs {
 		pid, err := strconv.Atoi(p.Name())
 		if err != nil {
@@ -169,15 +175,52 @@ func findProcess(inodes []string) string {
 		}
 		for _, fd := range fds {
 			link, err := os.Readlink(filepath.Join(fdDir, fd.Name()))
-			if rank, ok := want[link]; err == nil && ok && rank < bestRank {
-				best, bestRank = fmt.Sprintf("%s (pid %d)", comm(pid), pid), rank
+			if rank, ok := want[link]; err == nil && ok && !slices.Contains(holders[rank], pid) {
+				holders[rank] = append(holders[rank], pid)
 			}
 		}
-		if bestRank == 0 {
-			break
+	}
+	for _, pids := range holders {
+		if len(pids) > 0 {
+			pid := eldest(pids)
+			return fmt.Sprintf("%s (pid %d)", comm(pid), pid)
 		}
 	}
+	return ""
+}
+
+// eldest is the one of pids whose parent is not among them (the lowest
+// such pid; pids wrap, so the lowest pid alone proves nothing).
+func eldest(pids []int) int {
+	best := 0
+	for _, p := range pids {
+		if !slices.Contains(pids, ppid(p)) && (best == 0 || p < best) {
+			best = p
+		}
+	}
+	if best == 0 {
+		return slices.Min(pids)
+	}
 	return best
+}
+
+// ppid is pid's parent, from /proc/PID/stat (after the command name,
+// which may hold spaces and parentheses); 0 if unknown.
+func ppid(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:])) // state, ppid, ...
+	if len(f) < 2 {
+		return 0
+	}
+	n, _ := strconv.Atoi(f[1])
+	return n
 }
 
 func comm(pid int) string {

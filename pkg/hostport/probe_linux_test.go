@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 
@@ -73,4 +75,40 @@ func TestReserveProbes(t *testing.T) {
 		t.Errorf("refused Reserve left %v", f)
 	}
 	n.MustDo(t, func() error { return Reserve(context.Background(), s, k, ports(t, "udp/:18081"), true) })
+}
+
+// TestOwnerForked: when a child also holds the socket (a worker, or a
+// fork before its exec), Owner names the parent, whichever pid is lower.
+func TestOwnerForked(t *testing.T) {
+	nettest.RequireRoot(t)
+	t.Parallel()
+	n := nettest.NewNS(t)
+	var ln *net.TCPListener
+	n.MustDo(t, func() (err error) {
+		ln, err = net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 18099})
+		return err
+	})
+	t.Cleanup(func() { ln.Close() })
+	f, err := ln.File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	child := exec.Command("sleep", "30")
+	child.ExtraFiles = []*os.File{f} // the child holds the listener too
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	t.Cleanup(func() { child.Process.Kill(); child.Wait() })
+	self, kid := os.Getpid(), child.Process.Pid
+	for _, pids := range [][]int{{kid, self}, {self, kid}} {
+		if got := eldest(pids); got != self {
+			t.Errorf("eldest(%v) = %d, want the parent %d", pids, got, self)
+		}
+	}
+	var who string
+	n.MustDo(t, func() error { who = Owner("tcp", 18099); return nil })
+	if want := fmt.Sprintf("(pid %d)", self); !strings.Contains(who, want) {
+		t.Errorf("Owner = %q, want the parent %s, not the child %d", who, want, kid)
+	}
 }
