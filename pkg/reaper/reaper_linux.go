@@ -217,7 +217,7 @@ func run(ln *net.UnixListener, idle time.Duration, do func(nsFd int, j job)) {
 // read takes one request, and the namespace fd it carries, from a root
 // caller: anyone else could otherwise have links deleted.
 func read(c *net.UnixConn) (int, job, bool) {
-	if c.SetDeadline(time.Now().Add(time.Second)) != nil || !reexec.FromRoot(c) {
+	if !reexec.Admit(c) {
 		return -1, job{}, false
 	}
 	buf, oob := make([]byte, 512), make([]byte, unix.CmsgSpace(4))

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -91,9 +92,13 @@ func Ack(fd int) error {
 // AckByte is what a helper answers a request it took.
 const AckByte = 'k'
 
-// FromRoot reports whether the peer of c runs as root: only root may have
-// a helper act for it.
-func FromRoot(c *net.UnixConn) bool {
+// Admit readies c, accepted by a helper, for its one request: the
+// one-second deadline Dial gives the caller's side, and only a peer that
+// runs as root (only root may have a helper act for it).
+func Admit(c *net.UnixConn) bool {
+	if c.SetDeadline(time.Now().Add(time.Second)) != nil {
+		return false
+	}
 	raw, err := c.SyscallConn()
 	if err != nil {
 		return false
