@@ -169,13 +169,7 @@ func TestFlusherNotRoot(t *testing.T) {
 	t.Parallel()
 	ns := nettest.NewNS(t)
 	var fd int
-	ns.MustDo(t, func() (err error) {
-		// The socket's credentials are the thread's effective ones at
-		// listen(): drop them on this (locked) thread only, and back.
-		if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, ^uintptr(0), 65534, ^uintptr(0)); e != 0 {
-			return e
-		}
-		defer unix.RawSyscall(unix.SYS_SETRESUID, ^uintptr(0), 0, ^uintptr(0))
+	err := ns.DoAs(65534, func() (err error) {
 		if fd, err = unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0); err != nil {
 			return err
 		}
@@ -184,6 +178,9 @@ func TestFlusherNotRoot(t *testing.T) {
 		}
 		return unix.Listen(fd, 8)
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	stop, stopped := make(chan struct{}), make(chan struct{})
 	t.Cleanup(func() {
 		// Stop the squatter before its fd number can be reused: still
@@ -213,7 +210,7 @@ func TestFlusherNotRoot(t *testing.T) {
 			unix.Close(c)
 		}
 	}()
-	err := ns.Do(func() error { return requestFlush(udpFlush{v4: []uint16{53}}, 0) })
+	err = ns.Do(func() error { return requestFlush(udpFlush{v4: []uint16{53}}, 0) })
 	if err == nil || !strings.Contains(err.Error(), "uid 65534") {
 		t.Errorf("request to a flusher held by uid 65534: %v, want refused", err)
 	}

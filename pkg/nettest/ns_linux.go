@@ -163,6 +163,20 @@ func (n *NS) MustDo(t testing.TB, fn func() error) {
 	}
 }
 
+// DoAs is Do with the thread's effective uid set to uid during fn, for
+// sockets that must carry another process's credentials (SO_PEERCRED is
+// taken at connect and listen). A raw setresuid changes only this
+// thread, which Do keeps locked; it is root again before Do returns.
+func (n *NS) DoAs(uid int, fn func() error) error {
+	return n.Do(func() error {
+		if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, ^uintptr(0), uintptr(uid), ^uintptr(0)); e != 0 {
+			return fmt.Errorf("setresuid %d: %w", uid, e)
+		}
+		defer unix.RawSyscall(unix.SYS_SETRESUID, ^uintptr(0), 0, ^uintptr(0))
+		return fn()
+	})
+}
+
 // Sysctl sets a sysctl inside the namespace (e.g. "net/ipv4/ip_forward").
 func (n *NS) Sysctl(t testing.TB, key, value string) {
 	t.Helper()

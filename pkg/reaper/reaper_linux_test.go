@@ -172,32 +172,23 @@ func TestReaperNotRoot(t *testing.T) {
 	log := &jobLog{}
 	start, done := starter(t, log, 200*time.Millisecond)
 	idx := nettest.Link(t, node, name).Attrs().Index
-	node.MustDo(t, func() error {
-		if err := start(); err != nil {
+	node.MustDo(t, start)
+	var fd int
+	if err := node.DoAs(65534, func() (err error) {
+		if fd, err = unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0); err != nil {
 			return err
 		}
-		// Credentials are taken at connect: drop them on this locked
-		// thread only, and back.
-		if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, ^uintptr(0), 65534, ^uintptr(0)); e != 0 {
-			return e
-		}
-		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
-		if err == nil {
-			err = unix.Connect(fd, &unix.SockaddrUnix{Name: addr})
-		}
-		unix.RawSyscall(unix.SYS_SETRESUID, ^uintptr(0), 0, ^uintptr(0))
-		if err != nil {
-			return err
-		}
-		defer unix.Close(fd)
-		// The reaper may hang up before the request is sent (EPIPE): also a refusal.
-		unix.Sendmsg(fd, []byte(job{idx, name, "veth"}.encode()), unix.UnixRights(node.Handle().Fd()), nil, 0)
-		var ack [1]byte
-		if n, _ := unix.Read(fd, ack[:]); n > 0 {
-			t.Errorf("a caller of uid 65534 got an ack %q", ack[:n])
-		}
-		return nil
-	})
+		return unix.Connect(fd, &unix.SockaddrUnix{Name: addr})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// The reaper may hang up before the request is sent (EPIPE): also a refusal.
+	unix.Sendmsg(fd, []byte(job{idx, name, "veth"}.encode()), unix.UnixRights(node.Handle().Fd()), nil, 0)
+	var ack [1]byte
+	if n, _ := unix.Read(fd, ack[:]); n > 0 {
+		t.Errorf("a caller of uid 65534 got an ack %q", ack[:n])
+	}
+	unix.Close(fd)
 	<-done
 	if jobs, _ := log.get(); len(jobs) != 0 || !nettest.HasLink(t, node, name) {
 		t.Errorf("jobs %+v from a caller of uid 65534; link there: %v", jobs, nettest.HasLink(t, node, name))
