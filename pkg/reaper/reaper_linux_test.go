@@ -49,6 +49,15 @@ func pair(t *testing.T, node, cont *nettest.NS, name string) {
 	nettest.NewVeth(t, node, name, "", cont, "eth0", "")
 }
 
+// newPair is a fresh node and container namespace joined by a veth whose
+// node end is prefix and random hex.
+func newPair(t *testing.T, prefix string) (node, cont *nettest.NS, name string) {
+	t.Helper()
+	node, cont, name = nettest.NewNS(t), nettest.NewNS(t), prefix+nettest.RandHex(8)
+	pair(t, node, cont, name)
+	return node, cont, name
+}
+
 // starter returns a start function that runs a reaper in-process on the
 // calling thread's namespace, and a channel closed when it returns.
 func starter(t *testing.T, log *jobLog, idle time.Duration) (func() error, chan struct{}) {
@@ -127,9 +136,7 @@ func TestReaperDeletes(t *testing.T) {
 func TestReaperFallback(t *testing.T) {
 	nettest.RequireRoot(t)
 	t.Parallel()
-	node, cont := nettest.NewNS(t), nettest.NewNS(t)
-	name := "rpf" + nettest.RandHex(8)
-	pair(t, node, cont, name)
+	node, cont, name := newPair(t, "rpf")
 	node.MustDo(t, func() error {
 		return del(node.Handle(), name, "veth", func() error { return errors.New("no reaper") })
 	})
@@ -143,9 +150,7 @@ func TestReaperFallback(t *testing.T) {
 func TestReaperChecksLink(t *testing.T) {
 	nettest.RequireRoot(t)
 	t.Parallel()
-	node, cont := nettest.NewNS(t), nettest.NewNS(t)
-	name := "rpc" + nettest.RandHex(8)
-	pair(t, node, cont, name)
+	node, _, name := newPair(t, "rpc")
 	idx := nettest.Link(t, node, name).Attrs().Index
 	for _, j := range []job{{idx, "other0", "veth"}, {idx, name, "macvlan"}} {
 		fd, err := unix.Open(node.Path(), unix.O_RDONLY|unix.O_CLOEXEC, 0)
@@ -166,9 +171,7 @@ func TestReaperChecksLink(t *testing.T) {
 func TestReaperNotRoot(t *testing.T) {
 	nettest.RequireRoot(t)
 	t.Parallel()
-	node, cont := nettest.NewNS(t), nettest.NewNS(t)
-	name := "rpn" + nettest.RandHex(8)
-	pair(t, node, cont, name)
+	node, _, name := newPair(t, "rpn")
 	log := &jobLog{}
 	start, done := starter(t, log, 200*time.Millisecond)
 	idx := nettest.Link(t, node, name).Attrs().Index
