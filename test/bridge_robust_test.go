@@ -121,6 +121,8 @@ func TestBridgeBadInput(t *testing.T) {
 	n := newNode(t)
 	exhausted := bridgeConf(t, "tiny", "nftables", "10.98.0.0/30", nil)
 	n.warm(t, exhausted)
+	spare := bridgeConf(t, "spare", "nftables", "10.96.0.0/24", nil)
+	n.warm(t, spare)
 	before := n.hostState(t)
 	cases := []struct {
 		name  string
@@ -163,12 +165,16 @@ func TestBridgeBadInput(t *testing.T) {
 	c := n.attach(t, exhausted, nil)
 	ns := nettest.NewNS(t)
 	rt := nettest.Runtime(t, ns, "eth0")
+	// Ports are reserved while IPAM allocates: its failure releases them.
+	published := ports("tcp//18181/80", "udp//18181/53")
+	withPorts(rt, published)
 	if _, err := n.cni.AddNetworkList(context.Background(), exhausted, rt); nettest.Code(err) != 100 {
 		t.Errorf("exhausted pool: %v, want 100", err)
 	}
 	if nettest.HasLink(t, ns, "eth0") {
 		t.Error("exhausted ADD created eth0")
 	}
+	n.detach(t, spare, n.attach(t, spare, published)) // fails if the ports are still held
 	n.cni.MustDel(t, exhausted, rt)
 	n.detach(t, exhausted, c)
 	if d := stateDiff(before, n.hostState(t)); d != "" {

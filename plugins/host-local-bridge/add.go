@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log"
 	"net"
@@ -44,6 +45,11 @@ func add(ctx context.Context, r *cniplugin.Request[*Conf]) (_ *current.Result, e
 	}
 	u.Push(func() error { return store.DelAttachment(r.Key) })
 
+	// The node side (port reservations, packet filter) needs nothing of the
+	// container side but its addresses and the bridge: on a 2-core node they
+	// overlap, the ports being reserved while IPAM allocates.
+	node := startNodeSide(ctx, r, store)
+	u.Push(node.undo)
 	res := &current.Result{}
 	if c.ipam != nil {
 		if res, err = ipam.Allocate(ctx, c.ipam, r.Key); err != nil {
@@ -59,10 +65,7 @@ func add(ctx context.Context, r *cniplugin.Request[*Conf]) (_ *current.Result, e
 	if err := bridge.SetGateways(r.HostNS, br, gws, c.ForceAddress); err != nil {
 		return nil, err
 	}
-	// The node side (port reservations, packet filter) needs nothing of the
-	// container side (veth, addresses): on a 2-core node they overlap.
-	node := startNodeSide(ctx, r, store, res)
-	u.Push(node.undo)
+	node.give(res) // the rules set the bridge's sysctls: it must exist
 	pair, err := veth.Add(r.HostNS, r.ContNS, veth.Spec{HostName: hostVeth, ContName: r.Key.IfName,
 		MTU: c.MTU, ContMAC: c.mac, MasterIdx: br.Attrs().Index, NoLinkLocal: ipv4Only(res), HostNoIPv6: true})
 	if err != nil {
@@ -97,23 +100,29 @@ func add(ctx context.Context, r *cniplugin.Request[*Conf]) (_ *current.Result, e
 // nodeSide is ADD's node-side work, run on its own goroutine.
 type nodeSide struct {
 	done chan struct{}
+	res  chan *current.Result // IPAM's result; closed without one when ADD failed first
+	gave bool                 // only the ADD's goroutine reads and writes it
 	err  error
 	u    undo.Stack // what it did; empty when it failed (it undid itself)
 }
 
-// startNodeSide reserves the host ports and installs the attachment's
-// packet-filter rules. The sockets it opens are the node's: every thread
-// but one inside a netns.Handle.Do is in the node's namespace.
-func startNodeSide(ctx context.Context, r *cniplugin.Request[*Conf], store *state.Store, res *current.Result) *nodeSide {
-	n := &nodeSide{done: make(chan struct{})}
+// errNoAddresses ends the node side when ADD failed before IPAM answered.
+var errNoAddresses = errors.New("ADD failed before its addresses were known")
+
+// startNodeSide reserves the host ports and, once give passes the
+// addresses (the bridge then exists), installs the attachment's packet-filter rules. The sockets it
+// opens are the node's: every thread but one inside a netns.Handle.Do is
+// in the node's namespace.
+func startNodeSide(ctx context.Context, r *cniplugin.Request[*Conf], store *state.Store) *nodeSide {
+	n := &nodeSide{done: make(chan struct{}), res: make(chan *current.Result, 1)}
 	go func() {
 		defer close(n.done)
-		n.err = n.run(ctx, r, store, res)
+		n.err = n.run(ctx, r, store)
 	}()
 	return n
 }
 
-func (n *nodeSide) run(ctx context.Context, r *cniplugin.Request[*Conf], store *state.Store, res *current.Result) (err error) {
+func (n *nodeSide) run(ctx context.Context, r *cniplugin.Request[*Conf], store *state.Store) (err error) {
 	defer n.u.OnError(&err)
 	c := r.Conf
 	if len(c.ports) > 0 {
@@ -121,6 +130,10 @@ func (n *nodeSide) run(ctx context.Context, r *cniplugin.Request[*Conf], store *
 			return err
 		}
 		n.u.Push(func() error { return hostport.Release(ctx, store, r.Key) })
+	}
+	res, ok := <-n.res
+	if !ok {
+		return errNoAddresses
 	}
 	fw, err := dnat.New(c.FirewallBackend, r.HostNS, store)
 	if err != nil {
@@ -133,6 +146,12 @@ func (n *nodeSide) run(ctx context.Context, r *cniplugin.Request[*Conf], store *
 	return nil
 }
 
+// give hands the node side the attachment's addresses.
+func (n *nodeSide) give(res *current.Result) {
+	n.res <- res
+	n.gave = true
+}
+
 // wait returns the node side's error once it has finished.
 func (n *nodeSide) wait() error {
 	<-n.done
@@ -141,6 +160,9 @@ func (n *nodeSide) wait() error {
 
 // undo takes back what the node side did, once it has finished.
 func (n *nodeSide) undo() error {
+	if !n.gave {
+		close(n.res)
+	}
 	<-n.done
 	return n.u.Run()
 }
