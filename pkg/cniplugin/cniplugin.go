@@ -279,7 +279,12 @@ func encodeResult(res *current.Result, ver string) ([]byte, error) {
 	if err != nil {
 		return nil, cnierr.Errorf(cnierr.IncompatibleVersion, "convert result to %s: %w", ver, err)
 	}
-	data, err := json.MarshalIndent(conv, "", "    ")
+	var data []byte
+	if r, ok := conv.(*current.Result); ok {
+		data, err = marshalResult(r)
+	} else { // a 0.x result: rare, so reflection is fine
+		data, err = json.MarshalIndent(conv, "", "    ")
+	}
 	if err != nil {
 		return nil, cnierr.Wrap(cnierr.Internal, err)
 	}
