@@ -24,6 +24,7 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/netdrivers/netdrivers/pkg/cnierr"
+	"github.com/netdrivers/netdrivers/pkg/jsonlite"
 	"github.com/netdrivers/netdrivers/pkg/netconf"
 	"github.com/netdrivers/netdrivers/pkg/netns"
 	"github.com/netdrivers/netdrivers/pkg/reexec"
@@ -341,7 +342,7 @@ func peekVersion(stdin []byte) string {
 	var v struct {
 		CNIVersion string `json:"cniVersion"`
 	}
-	if json.Unmarshal(stdin, &v) != nil {
+	if jsonlite.Unmarshal(stdin, &v) != nil {
 		return ""
 	}
 	return v.CNIVersion

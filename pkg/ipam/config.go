@@ -13,6 +13,7 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/netdrivers/netdrivers/pkg/cnierr"
+	"github.com/netdrivers/netdrivers/pkg/jsonlite"
 	"github.com/netdrivers/netdrivers/pkg/netconf"
 )
 
@@ -115,14 +116,14 @@ func LoadForDel(stdin []byte, args netconf.CNIArgs) (*Config, error) {
 		return c, nil
 	}
 	var n netJSON
-	if json.Unmarshal(stdin, &n) != nil {
+	if jsonlite.Unmarshal(stdin, &n) != nil {
 		return nil, err
 	}
 	var ij struct {
 		Type    string `json:"type"`
 		DataDir string `json:"dataDir"`
 	}
-	if json.Unmarshal(n.IPAM, &ij) != nil || ij.Type == "" || strings.ContainsAny(ij.Type, `/\`) {
+	if jsonlite.Unmarshal(n.IPAM, &ij) != nil || ij.Type == "" || strings.ContainsAny(ij.Type, `/\`) {
 		return nil, err
 	}
 	c = &Config{Type: ij.Type, DataDir: orDefault(ij.DataDir, DefaultDataDir), network: n.Name, cniVersion: n.CNIVersion, stdin: stdin}

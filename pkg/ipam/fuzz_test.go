@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/netdrivers/netdrivers/pkg/cnierr"
+	"github.com/netdrivers/netdrivers/pkg/jsonlite/jsontest"
 	"github.com/netdrivers/netdrivers/pkg/netconf"
 )
 
@@ -17,6 +18,8 @@ import (
 func FuzzLoad(f *testing.F) {
 	f.Add([]byte(`{"cniVersion":"1.0.0","name":"n","ipam":{"type":"host-local","subnet":"10.0.0.0/24"}}`), "IP=10.0.0.5")
 	f.Fuzz(func(t *testing.T, conf []byte, cniArgs string) {
+		jsontest.Same(t, conf, func() any { return new(netJSON) })
+		jsontest.Same(t, conf, func() any { return new(ipamJSON) })
 		args, err := netconf.ParseCNIArgs(cniArgs, CNIArgs...)
 		if err != nil {
 			return

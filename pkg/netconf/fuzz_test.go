@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/netdrivers/netdrivers/pkg/cnierr"
+	"github.com/netdrivers/netdrivers/pkg/jsonlite/jsontest"
 )
 
 // Fuzz targets for everything this package parses from outside: the
@@ -25,6 +26,7 @@ func coded(t *testing.T, what string, err error) {
 func FuzzLoad(f *testing.F) {
 	f.Add([]byte(`{"cniVersion":"1.0.0","name":"n","type":"x","runtimeConfig":{"portMappings":[{"hostPort":80,"containerPort":8080}],"mac":"02:00:00:00:00:01","ips":["10.0.0.2/24"]}}`), "IgnoreUnknown=1;MAC=02:00:00:00:00:02")
 	f.Fuzz(func(t *testing.T, conf []byte, cniArgs string) {
+		jsontest.Same(t, conf, func() any { return new(Base) })
 		b, err := Load(conf)
 		coded(t, "Load", err)
 		if err != nil {

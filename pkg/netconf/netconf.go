@@ -14,6 +14,7 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/netdrivers/netdrivers/pkg/cnierr"
+	"github.com/netdrivers/netdrivers/pkg/jsonlite"
 )
 
 // MaxConfigSize bounds the stdin a plugin accepts (4 MiB).
@@ -62,7 +63,7 @@ func Decode(data []byte, v any) error {
 	if len(data) > MaxConfigSize {
 		return cnierr.Errorf(cnierr.DecodeFailure, "config is %d bytes, more than the %d accepted", len(data), MaxConfigSize)
 	}
-	if err := json.Unmarshal(data, v); err != nil {
+	if err := jsonlite.Unmarshal(data, v); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
 			return cnierr.Errorf(cnierr.InvalidConfig, "%q: %s is not a valid %s", te.Field, te.Value, te.Type)

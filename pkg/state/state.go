@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 
 	"github.com/netdrivers/netdrivers/pkg/cnierr"
+	"github.com/netdrivers/netdrivers/pkg/jsonlite"
 	"github.com/netdrivers/netdrivers/pkg/safefile"
 )
 
@@ -163,7 +164,7 @@ func (s *Store) Get(rel string, v any) (bool, error) {
 	if err != nil {
 		return true, fmt.Errorf("%s: %w: %w", rel, ErrCorrupt, err)
 	}
-	if err := json.Unmarshal(data, v); err != nil {
+	if err := jsonlite.Unmarshal(data, v); err != nil {
 		return true, fmt.Errorf("%s: %w: %w", rel, ErrCorrupt, err)
 	}
 	return true, nil

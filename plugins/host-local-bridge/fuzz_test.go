@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/netdrivers/netdrivers/pkg/dnat"
+	"github.com/netdrivers/netdrivers/pkg/jsonlite/jsontest"
 	"github.com/netdrivers/netdrivers/pkg/netconf"
 	"github.com/netdrivers/netdrivers/pkg/nettest"
 )
@@ -15,6 +16,7 @@ import (
 func FuzzLoad(f *testing.F) {
 	f.Add([]byte(`{"cniVersion":"1.0.0","name":"n","type":"host-local-bridge","ipam":{"type":"host-local","subnet":"10.0.0.0/24"}}`), "", uint8(0))
 	f.Fuzz(func(t *testing.T, conf []byte, cniArgs string, verb uint8) {
+		jsontest.Same(t, conf, func() any { return new(Conf) })
 		r, err := nettest.LoadRequest[*Conf](nettest.FuzzVerbs[int(verb)%len(nettest.FuzzVerbs)], conf, cniArgs, "IP", "MAC")
 		if err != nil {
 			nettest.Coded(t, "request", err)

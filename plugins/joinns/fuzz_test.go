@@ -3,6 +3,7 @@ package main
 import (
 	"testing"
 
+	"github.com/netdrivers/netdrivers/pkg/jsonlite/jsontest"
 	"github.com/netdrivers/netdrivers/pkg/nettest"
 )
 
@@ -12,6 +13,7 @@ import (
 func FuzzLoad(f *testing.F) {
 	f.Add([]byte(`{"cniVersion":"1.0.0","name":"n","type":"joinns","target":"/run/netns/x"}`), "TARGET=abc", uint8(0))
 	f.Fuzz(func(t *testing.T, conf []byte, cniArgs string, verb uint8) {
+		jsontest.Same(t, conf, func() any { return new(rawConf) })
 		r, err := nettest.LoadRequest[*Conf](nettest.FuzzVerbs[int(verb)%len(nettest.FuzzVerbs)], conf, cniArgs, "TARGET")
 		if err != nil {
 			nettest.Coded(t, "request", err)

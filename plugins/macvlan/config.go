@@ -15,6 +15,7 @@ import (
 	"github.com/netdrivers/netdrivers/pkg/cnierr"
 	"github.com/netdrivers/netdrivers/pkg/cniplugin"
 	"github.com/netdrivers/netdrivers/pkg/ipam"
+	"github.com/netdrivers/netdrivers/pkg/jsonlite"
 	"github.com/netdrivers/netdrivers/pkg/netconf"
 )
 
@@ -232,7 +233,7 @@ func untypedIPAM(stdin []byte) bool {
 	var n struct {
 		IPAM map[string]json.RawMessage `json:"ipam"`
 	}
-	if json.Unmarshal(stdin, &n) != nil || len(n.IPAM) == 0 {
+	if jsonlite.Unmarshal(stdin, &n) != nil || len(n.IPAM) == 0 {
 		return false // absent, {} or malformed: ipam.Load decides
 	}
 	var typ string

@@ -5,6 +5,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/netdrivers/netdrivers/pkg/jsonlite/jsontest"
 	"github.com/netdrivers/netdrivers/pkg/nettest"
 )
 
@@ -14,6 +15,7 @@ import (
 func FuzzLoad(f *testing.F) {
 	f.Add([]byte(`{"cniVersion":"1.0.0","name":"n","type":"macvlan","master":"eth0","ipam":{"type":"host-local","subnet":"10.0.0.0/24"}}`), "", uint8(0))
 	f.Fuzz(func(t *testing.T, conf []byte, cniArgs string, verb uint8) {
+		jsontest.Same(t, conf, func() any { return new(Conf) })
 		r, err := nettest.LoadRequest[*Conf](nettest.FuzzVerbs[int(verb)%len(nettest.FuzzVerbs)], conf, cniArgs, "MAC", "IP")
 		if err != nil {
 			nettest.Coded(t, "request", err)
