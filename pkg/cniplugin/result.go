@@ -9,6 +9,8 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
+
+	"github.com/netdrivers/netdrivers/pkg/jsonlite"
 )
 
 // marshalResult is json.MarshalIndent(r, "", "    ") without reflection.
@@ -188,55 +190,18 @@ func (e *encoder) close() {
 	e.first = false
 }
 
-// appendString quotes s as encoding/json does (HTML characters, U+2028
-// and U+2029 escaped), with invalid UTF-8 as a literal U+FFFD: the
-// escape the first marshal wrote, decoded and marshalled again.
+// appendString quotes s as the Result's round trip leaves it: each
+// invalid UTF-8 byte is a literal U+FFFD (the first marshal's \ufffd,
+// decoded and marshalled again), the rest as encoding/json quotes it.
 func appendString(b []byte, s string) []byte {
-	const hex = "0123456789abcdef"
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		if c := s[i]; c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
-				i++
-				continue
-			}
-			b = append(b, s[start:i]...)
-			switch c {
-			case '\\', '"':
-				b = append(b, '\\', c)
-			case '\b':
-				b = append(b, '\\', 'b')
-			case '\f':
-				b = append(b, '\\', 'f')
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			default:
-				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xF])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		switch {
-		case r == utf8.RuneError && size == 1:
-			b = append(b, s[start:i]...)
-			b = append(b, "\uFFFD"...)
-		case r == '\u2028' || r == '\u2029':
-			b = append(b, s[start:i]...)
-			b = append(b, '\\', 'u', '2', '0', '2', hex[r&0xF])
-		default:
+	if !utf8.ValidString(s) {
+		var v []byte
+		for i := 0; i < len(s); {
+			r, size := utf8.DecodeRuneInString(s[i:])
+			v = utf8.AppendRune(v, r) // RuneError for an invalid byte
 			i += size
-			continue
 		}
-		i += size
-		start = i
+		s = string(v)
 	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
+	return jsonlite.AppendString(b, s)
 }

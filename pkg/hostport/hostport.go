@@ -15,7 +15,6 @@ package hostport
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -24,6 +23,7 @@ import (
 	"strconv"
 
 	"github.com/netdrivers/netdrivers/pkg/cnierr"
+	"github.com/netdrivers/netdrivers/pkg/jsonlite"
 	"github.com/netdrivers/netdrivers/pkg/netconf"
 	"github.com/netdrivers/netdrivers/pkg/safefile"
 	"github.com/netdrivers/netdrivers/pkg/state"
@@ -192,7 +192,7 @@ func createEntry(s *state.Store, p netconf.Port, e *entry) error {
 	if err := os.MkdirAll(s.Path(portDir(p)), 0o700); err != nil {
 		return cnierr.Wrap(cnierr.IOFailure, fmt.Errorf("reserve %s: %w", p, err))
 	}
-	data, err := json.Marshal(e)
+	data, err := jsonlite.Marshal(e)
 	if err != nil {
 		return err
 	}

@@ -193,7 +193,7 @@ func (d *decoder) value(v reflect.Value) {
 		}
 	case c == '{':
 		switch {
-		case v.Kind() == reflect.Struct && !hasStringOption(v.Type()):
+		case v.Kind() == reflect.Struct && !fieldsOf(v.Type()).handOff:
 			d.object(v)
 		case v.Kind() == reflect.Map && v.Type().Key().Kind() == reflect.String && !reflect.PointerTo(v.Type().Key()).Implements(textUnmarshalerType):
 			d.mapObject(v)
@@ -488,24 +488,30 @@ func fieldByIndex(v reflect.Value, index []int) (reflect.Value, error) {
 }
 
 type field struct {
-	name  string
-	index []int
-	via   []string // Go names of the embedded fields on the way
+	name      string
+	index     []int
+	via       []string // Go names of the embedded fields on the way
+	omitEmpty bool
 }
 
-type fields []field
+// fields are a struct type's JSON fields; handOff marks a type with a
+// ",string" or ",omitzero" field, which is left to encoding/json whole.
+type fields struct {
+	list    []field
+	handOff bool
+}
 
 // lookup is the field named key, or else the first whose name matches it
 // case-insensitively (encoding/json's rule).
-func (fs fields) lookup(key string) *field {
-	for i := range fs {
-		if fs[i].name == key {
-			return &fs[i]
+func (fs *fields) lookup(key string) *field {
+	for i := range fs.list {
+		if fs.list[i].name == key {
+			return &fs.list[i]
 		}
 	}
-	for i := range fs {
-		if strings.EqualFold(fs[i].name, key) {
-			return &fs[i]
+	for i := range fs.list {
+		if strings.EqualFold(fs.list[i].name, key) {
+			return &fs.list[i]
 		}
 	}
 	return nil
@@ -518,15 +524,15 @@ var fieldCache sync.Map // reflect.Type → fields
 // fields promoted unless named by a tag, a shallower field hiding deeper
 // ones of its name and fields of one name at one depth hiding each other
 // unless exactly one is tagged.
-func fieldsOf(t reflect.Type) fields {
+func fieldsOf(t reflect.Type) *fields {
 	if fs, ok := fieldCache.Load(t); ok {
-		return fs.(fields)
+		return fs.(*fields)
 	}
 	type cand struct {
 		field
 		tagged bool
 	}
-	var out fields
+	out := &fields{}
 	seen := map[string]bool{} // names settled at a shallower depth
 	type embedded struct {
 		t     reflect.Type
@@ -561,7 +567,7 @@ func fieldsOf(t reflect.Type) fields {
 				if tag == "-" {
 					continue
 				}
-				name, _, _ := strings.Cut(tag, ",")
+				name, opts, _ := strings.Cut(tag, ",")
 				if !validTagName(name) {
 					name = ""
 				}
@@ -577,7 +583,12 @@ func fieldsOf(t reflect.Type) fields {
 				if _, ok := byName[name]; !ok {
 					order = append(order, name)
 				}
-				byName[name] = append(byName[name], cand{field{name, index, l.via}, tagged})
+				opts = "," + opts + ","
+				if strings.Contains(opts, ",string,") || strings.Contains(opts, ",omitzero,") {
+					out.handOff = true
+				}
+				f := field{name, index, l.via, strings.Contains(opts, ",omitempty,")}
+				byName[name] = append(byName[name], cand{f, tagged})
 			}
 		}
 		for _, name := range order {
@@ -598,12 +609,12 @@ func fieldsOf(t reflect.Type) fields {
 				}
 				cs = tagged
 			}
-			out = append(out, cs[0].field)
+			out.list = append(out.list, cs[0].field)
 		}
 		level = next
 	}
 	// Index order: the first field whose name folds to a key wins.
-	slices.SortFunc(out, func(a, b field) int { return slices.Compare(a.index, b.index) })
+	slices.SortFunc(out.list, func(a, b field) int { return slices.Compare(a.index, b.index) })
 	fieldCache.Store(t, out)
 	return out
 }
@@ -621,15 +632,4 @@ func validTagName(s string) bool {
 		}
 	}
 	return true
-}
-
-// hasStringOption reports a ",string" field, which this package leaves
-// to encoding/json.
-func hasStringOption(t reflect.Type) bool {
-	for i := 0; i < t.NumField(); i++ {
-		if _, opts, _ := strings.Cut(t.Field(i).Tag.Get("json"), ","); strings.Contains(","+opts+",", ",string,") {
-			return true
-		}
-	}
-	return false
 }

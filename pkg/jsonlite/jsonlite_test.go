@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/netdrivers/netdrivers/pkg/jsonlite"
 	"github.com/netdrivers/netdrivers/pkg/jsonlite/jsontest"
 )
 
@@ -45,6 +46,13 @@ type Tag1 struct {
 type Tag2 struct{ Tagged string } // same depth, only Tag1's tagged: it wins
 
 type key string
+
+// ptrMarsh marshals only through a pointer (addressable values).
+type ptrMarsh struct{ V int }
+
+func (p *ptrMarsh) MarshalJSON() ([]byte, error) {
+	return []byte(fmt.Sprintf(`{ "ptr" : %d }`, p.V)), nil
+}
 
 // WithString has a ",string" field, which the decoder hands on whole.
 type WithString struct {
@@ -94,6 +102,7 @@ type Rich struct {
 	Quoted    *WithString       `json:"quoted"`
 	Num       json.Number       `json:"num"`
 	PtrInner  *Inner            `json:"ptrInner"`
+	PtrMarsh  ptrMarsh          `json:"ptrMarsh"`
 	Weird     string            `json:"wéird"`
 	BadTag    string            `json:"a\"b"`
 	private   string
@@ -176,5 +185,60 @@ func FuzzSameAsEncodingJSON(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		jsontest.Same(t, data, newRich)
+	})
+}
+
+// sameMarshal fails t unless Marshal and json.Marshal agree on v (bytes,
+// or both an error).
+func sameMarshal(t *testing.T, v any) {
+	t.Helper()
+	want, werr := json.Marshal(v)
+	got, gerr := jsonlite.Marshal(v)
+	if (werr != nil) != (gerr != nil) || string(got) != string(want) {
+		t.Fatalf("Marshal = %s, %v\nencoding/json %s, %v", got, gerr, want, werr)
+	}
+}
+
+// TestMarshalSameAsEncodingJSON encodes the values random documents
+// decode to, through a pointer and by value, and hand-made edge cases.
+func TestMarshalSameAsEncodingJSON(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 5))
+	for range 3000 {
+		var b strings.Builder
+		b.WriteString("{")
+		for i := range rng.IntN(8) {
+			if i > 0 {
+				b.WriteString(",")
+			}
+			fmt.Fprintf(&b, "%q:%s", keys[rng.IntN(len(keys))], values[rng.IntN(len(values))])
+		}
+		b.WriteString("}")
+		var r Rich
+		json.Unmarshal([]byte(b.String()), &r)
+		sameMarshal(t, &r)
+		sameMarshal(t, r)
+	}
+	one := 1
+	p := &one
+	edge := []any{nil, 1, "x\u2028\u2029<\xff", []string(nil), []string{}, map[string]int(nil), map[string]int{"b": 1, "a": 2, "B": 3},
+		&Rich{Deep: &Deep{DeepOnly: 1}, IntPP: &p, MapKey: map[key]bool{"k": true}, Strs: []string{}, Map: map[string]int{}},
+		Rich{Objs: []Inner{{}}, ObjPs: []*Inner{nil, {A: "a"}}, Any: map[string]any{"x": []any{1.5, nil, true}}},
+		&Rich{IP: net.IP{1, 2, 3}}, &Rich{IP: net.IPv4(192, 0, 2, 1), Addr: netip.MustParseAddr("2001:db8::1"), PrefixP: new(netip.Prefix)},
+		&Rich{Bytes: []byte("hi"), Arr: [2]int{1, 2}, Float: 1e21, Num: "12", Quoted: &WithString{Q: 5}, Raw: json.RawMessage(` {"a" : 1} `)},
+		&Rich{Raw: json.RawMessage(`{bad`)}, &Rich{IntKeys: map[int]string{2: "b", 10: "a"}}, &Rich{Picky: "p", Weird: "w", NoTag: "n", OmitEmpty: "o"}}
+	for _, v := range edge {
+		sameMarshal(t, v)
+	}
+}
+
+// FuzzMarshalSameAsEncodingJSON encodes what fuzzed documents decode to.
+func FuzzMarshalSameAsEncodingJSON(f *testing.F) {
+	for _, v := range values {
+		f.Add([]byte(`{"objs":[` + v + `],"any":` + v + `,"mapAny":{"k":` + v + `}}`))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var r Rich
+		json.Unmarshal(data, &r)
+		sameMarshal(t, &r)
 	})
 }

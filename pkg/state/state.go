@@ -6,7 +6,6 @@ package state
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -117,7 +116,7 @@ func (s *Store) Lock(ctx context.Context, name string) (*safefile.Lock, error) {
 
 // Put stores v as JSON at rel, atomically, creating directories.
 func (s *Store) Put(rel string, v any) error {
-	data, err := json.Marshal(v)
+	data, err := jsonlite.Marshal(v)
 	if err != nil {
 		return err
 	}
