@@ -523,7 +523,8 @@ var fieldCache sync.Map // reflect.Type → fields
 // embedded, named by tag or Go name, "-" skipped, embedded structs'
 // fields promoted unless named by a tag, a shallower field hiding deeper
 // ones of its name and fields of one name at one depth hiding each other
-// unless exactly one is tagged.
+// unless exactly one is tagged. It runs once per type and process, so it
+// avoids maps and sorting: most types have one level and few fields.
 func fieldsOf(t reflect.Type) *fields {
 	if fs, ok := fieldCache.Load(t); ok {
 		return fs.(*fields)
@@ -532,25 +533,27 @@ func fieldsOf(t reflect.Type) *fields {
 		field
 		tagged bool
 	}
-	out := &fields{}
-	seen := map[string]bool{} // names settled at a shallower depth
 	type embedded struct {
 		t     reflect.Type
 		index []int
 		via   []string
 	}
-	level := []embedded{{t, nil, nil}}
-	visited := map[reflect.Type]bool{}
+	out := &fields{list: make([]field, 0, t.NumField())}
+	var settled []string // names decided at a shallower depth
+	var visited []reflect.Type
+	var cands []cand
+	level := []embedded{{t: t}}
 	for len(level) > 0 {
-		var next = level[:0:0]
-		byName := map[string][]cand{}
-		var order []string
+		var next []embedded
+		cands = cands[:0]
 		for _, l := range level {
-			if visited[l.t] {
+			if slices.Contains(visited, l.t) {
 				continue
 			}
-			visited[l.t] = true
-			for i := 0; i < l.t.NumField(); i++ {
+			visited = append(visited, l.t)
+			n := l.t.NumField()
+			indexes := make([]int, n*(len(l.index)+1)) // one backing array for the level's paths
+			for i := range n {
 				sf := l.t.Field(i)
 				ft := sf.Type
 				if sf.Anonymous {
@@ -571,7 +574,9 @@ func fieldsOf(t reflect.Type) *fields {
 				if !validTagName(name) {
 					name = ""
 				}
-				index := append(l.index[:len(l.index):len(l.index)], i)
+				index := indexes[i*(len(l.index)+1) : (i+1)*(len(l.index)+1) : (i+1)*(len(l.index)+1)]
+				copy(index, l.index)
+				index[len(l.index)] = i
 				if name == "" && sf.Anonymous && ft.Kind() == reflect.Struct {
 					next = append(next, embedded{ft, index, append(l.via[:len(l.via):len(l.via)], sf.Name)})
 					continue
@@ -580,41 +585,46 @@ func fieldsOf(t reflect.Type) *fields {
 				if name == "" {
 					name = sf.Name
 				}
-				if _, ok := byName[name]; !ok {
-					order = append(order, name)
-				}
-				opts = "," + opts + ","
-				if strings.Contains(opts, ",string,") || strings.Contains(opts, ",omitzero,") {
-					out.handOff = true
-				}
-				f := field{name, index, l.via, strings.Contains(opts, ",omitempty,")}
-				byName[name] = append(byName[name], cand{f, tagged})
-			}
-		}
-		for _, name := range order {
-			if seen[name] {
-				continue
-			}
-			seen[name] = true
-			cs := byName[name]
-			if len(cs) > 1 {
-				var tagged []cand
-				for _, c := range cs {
-					if c.tagged {
-						tagged = append(tagged, c)
+				omitEmpty := false
+				for opts != "" {
+					var o string
+					o, opts, _ = strings.Cut(opts, ",")
+					switch o {
+					case "string", "omitzero":
+						out.handOff = true
+					case "omitempty":
+						omitEmpty = true
 					}
 				}
-				if len(tagged) != 1 {
-					continue // ambiguous: encoding/json drops them all
-				}
-				cs = tagged
+				cands = append(cands, cand{field{name, index, l.via, omitEmpty}, tagged})
 			}
-			out.list = append(out.list, cs[0].field)
+		}
+		for i, c := range cands {
+			if slices.Contains(settled, c.name) {
+				continue
+			}
+			settled = append(settled, c.name)
+			win, count, taggedCount := i, 0, 0
+			for j := i; j < len(cands); j++ {
+				if cands[j].name == c.name {
+					count++
+					if cands[j].tagged {
+						taggedCount++
+						win = j
+					}
+				}
+			}
+			if count > 1 && taggedCount != 1 {
+				continue // ambiguous: encoding/json drops them all
+			}
+			out.list = append(out.list, cands[win].field)
 		}
 		level = next
 	}
-	// Index order: the first field whose name folds to a key wins.
-	slices.SortFunc(out.list, func(a, b field) int { return slices.Compare(a.index, b.index) })
+	if len(visited) > 1 {
+		// Index order: the first field whose name folds to a key wins.
+		slices.SortFunc(out.list, func(a, b field) int { return slices.Compare(a.index, b.index) })
+	}
 	fieldCache.Store(t, out)
 	return out
 }
@@ -626,6 +636,7 @@ func validTagName(s string) bool {
 	}
 	for _, c := range s {
 		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
 		case strings.ContainsRune("!#$%&()*+-./:;<=>?@[]^_{|}~ ", c):
 		case !unicode.IsLetter(c) && !unicode.IsDigit(c):
 			return false
