@@ -10,8 +10,9 @@
 // case-insensitively, the shallowest embedded field wins, null leaves
 // non-nullable values alone, unknown keys are ignored, a type error names
 // the field's path and decoding goes on, the first such error returned.
-// Kinds it does not handle itself (interfaces, floats, arrays, byte
-// slices, maps with non-string keys, ",string" fields) go to encoding/json.
+// Kinds it does not handle itself (floats, arrays, byte slices,
+// non-empty interfaces, maps with non-string keys, ",string" fields) go
+// to encoding/json.
 // TestSameAsEncodingJSON and FuzzSameAsEncodingJSON hold the two equal.
 package jsonlite
 
@@ -65,6 +66,7 @@ func (d *decoder) fail(err error) {
 var (
 	textUnmarshalerType = reflect.TypeFor[encoding.TextUnmarshaler]()
 	numberType          = reflect.TypeFor[json.Number]()
+	float64Type         = reflect.TypeFor[float64]()
 )
 
 func (d *decoder) ws() {
@@ -164,6 +166,12 @@ func (d *decoder) value(v reflect.Value) {
 		return
 	}
 	v = pv
+	if v.Kind() == reflect.Interface && v.NumMethod() == 0 && !null {
+		if x := d.anyValue(); x != nil { // nil: a number out of float64's range, left alone
+			v.Set(reflect.ValueOf(x))
+		}
+		return
+	}
 	switch c := d.data[d.i]; {
 	case c == 'n':
 		d.i += 4
@@ -176,8 +184,6 @@ func (d *decoder) value(v reflect.Value) {
 		switch {
 		case v.Kind() == reflect.Bool:
 			v.SetBool(c == 't')
-		case v.Kind() == reflect.Interface && v.NumMethod() == 0:
-			v.Set(reflect.ValueOf(c == 't'))
 		default:
 			d.typeError("bool", v.Type())
 		}
@@ -186,7 +192,7 @@ func (d *decoder) value(v reflect.Value) {
 		case v.Kind() == reflect.String && v.Type() != numberType:
 			v.SetString(d.str())
 		case v.Kind() == reflect.Interface || v.Kind() == reflect.Slice || v.Kind() == reflect.String:
-			d.fallback(v) // any, base64 into []byte, json.Number
+			d.fallback(v) // base64 into []byte, json.Number
 		default:
 			d.skip()
 			d.typeError("string", v.Type())
@@ -197,7 +203,7 @@ func (d *decoder) value(v reflect.Value) {
 			d.object(v)
 		case v.Kind() == reflect.Map && v.Type().Key().Kind() == reflect.String && !reflect.PointerTo(v.Type().Key()).Implements(textUnmarshalerType):
 			d.mapObject(v)
-		case v.Kind() == reflect.Interface || v.Kind() == reflect.Map || v.Kind() == reflect.Struct:
+		case v.Kind() == reflect.Map || v.Kind() == reflect.Struct:
 			d.fallback(v)
 		default:
 			d.skip()
@@ -207,7 +213,7 @@ func (d *decoder) value(v reflect.Value) {
 		switch v.Kind() {
 		case reflect.Slice:
 			d.array(v)
-		case reflect.Array, reflect.Interface:
+		case reflect.Array:
 			d.fallback(v)
 		default:
 			d.skip()
@@ -216,6 +222,53 @@ func (d *decoder) value(v reflect.Value) {
 	default:
 		d.number(v)
 	}
+}
+
+// anyValue decodes the next value as encoding/json decodes into an empty
+// interface: objects as map[string]any, arrays as []any, numbers as
+// float64 (nil and a type error when out of range).
+func (d *decoder) anyValue() any {
+	d.ws()
+	switch d.data[d.i] {
+	case 'n':
+		d.i += 4
+		return nil
+	case 't':
+		d.i += 4
+		return true
+	case 'f':
+		d.i += 5
+		return false
+	case '"':
+		return d.str()
+	case '{':
+		m := map[string]any{}
+		d.members(func(key string) { m[key] = d.anyValue() })
+		return m
+	case '[':
+		a := []any{}
+		d.i++
+		for first := true; ; first = false {
+			d.ws()
+			if d.data[d.i] == ']' {
+				d.i++
+				return a
+			}
+			if !first {
+				d.i++ // ,
+			}
+			a = append(a, d.anyValue())
+		}
+	}
+	start := d.i
+	d.skip()
+	lit := string(d.data[start:d.i])
+	f, err := strconv.ParseFloat(lit, 64)
+	if err != nil {
+		d.typeError("number "+lit, float64Type)
+		return nil
+	}
+	return f
 }
 
 func (d *decoder) number(v reflect.Value) {
@@ -237,9 +290,9 @@ func (d *decoder) number(v reflect.Value) {
 			return
 		}
 		v.SetUint(n)
-	case reflect.Float32, reflect.Float64, reflect.Interface, reflect.String:
+	case reflect.Float32, reflect.Float64, reflect.String:
 		d.i = start
-		d.fallback(v) // floats, any, json.Number
+		d.fallback(v) // floats, json.Number
 	default:
 		d.typeError("number", v.Type())
 	}
