@@ -167,6 +167,12 @@ func handle[C any](p Plugin[C], verb string, args *skel.CmdArgs) ([]byte, error)
 	if err := netconf.ValidateNetworkName(base.Name); err != nil {
 		return nil, err
 	}
+	if verb == "ADD" || verb == "CHECK" {
+		// A prevResult they cannot read fails them before any change.
+		if _, err := base.Prev(); err != nil {
+			return nil, err
+		}
+	}
 	cniArgs, err := netconf.ParseCNIArgs(args.Args, p.Args...)
 	if err != nil {
 		return nil, err

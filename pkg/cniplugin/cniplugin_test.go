@@ -1,12 +1,18 @@
 package cniplugin
 
 import (
+	"bytes"
+	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
 
 	"github.com/netdrivers/netdrivers/pkg/cnierr"
 )
@@ -30,5 +36,51 @@ func TestToCNI(t *testing.T) {
 		if got.Code != tc.code || !strings.Contains(got.Msg, tc.msgHas) || (got.Details != "") != tc.details {
 			t.Errorf("toCNI(%q) = %+v, want code %d, msg with %q, details %v", tc.err, got, tc.code, tc.msgHas, tc.details)
 		}
+	}
+}
+
+// TestPrevResultOnlyWhereUsed: ADD and CHECK refuse a prevResult they
+// cannot read before their handler runs; DEL, which needs none, runs.
+func TestPrevResultOnlyWhereUsed(t *testing.T) {
+	stdin := filepath.Join(t.TempDir(), "stdin")
+	bad := `{"cniVersion":"1.0.0","name":"n","type":"t","prevResult":{"cniVersion":"1.0.0","ips":"bogus"}}`
+	if err := os.WriteFile(stdin, []byte(bad), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, verb := range []string{"ADD", "CHECK", "DEL"} {
+		t.Run(verb, func(t *testing.T) {
+			var ran bool
+			p := Plugin[struct{}]{Name: "t",
+				Add: func(context.Context, *Request[struct{}]) (*current.Result, error) {
+					ran = true
+					return &current.Result{}, nil
+				},
+				Check: func(context.Context, *Request[struct{}]) error { ran = true; return nil },
+				Del:   func(context.Context, *Request[struct{}]) error { ran = true; return nil }}
+			for k, v := range map[string]string{"CNI_COMMAND": verb, "CNI_CONTAINERID": "c1", "CNI_IFNAME": "eth0", "CNI_PATH": "/nonexistent",
+				"CNI_NETNS": map[bool]string{true: "", false: "/nonexistent/ns"}[verb == "DEL"]} {
+				t.Setenv(k, v)
+			}
+			f, err := os.Open(stdin)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			saved := os.Stdin
+			os.Stdin = f
+			defer func() { os.Stdin = saved }()
+			var out bytes.Buffer
+			rc := run(p, &out)
+			if verb == "DEL" {
+				if rc != 0 || !ran {
+					t.Fatalf("DEL: exit %d, handler ran %v: %s", rc, ran, out.String())
+				}
+				return
+			}
+			var e types.Error
+			if rc != 1 || ran || json.Unmarshal(out.Bytes(), &e) != nil || e.Code != uint(cnierr.DecodeFailure) {
+				t.Fatalf("%s: exit %d, handler ran %v, output %s; want code 6 before the handler", verb, rc, ran, out.String())
+			}
+		})
 	}
 }

@@ -27,6 +27,10 @@ type Base struct {
 	Args          *Args         `json:"args,omitempty"`
 	// LogFile, when set, receives a copy of the diagnostics.
 	LogFile string `json:"logFile,omitempty"`
+
+	prev     *current.Result // Prev's answer, once asked
+	prevErr  error
+	prevDone bool
 }
 
 // Args is the conf-level "args" block (CONVENTIONS.md).
@@ -73,22 +77,31 @@ func Decode(data []byte, v any) error {
 	return nil
 }
 
-// Load decodes the base fields and parses prevResult when present.
+// Load decodes the base fields. prevResult is parsed by Prev, on first use:
+// DEL, which needs none, does not pay for (or fail on) it.
 func Load(data []byte) (*Base, error) {
 	var b Base
 	if err := Decode(data, &b); err != nil {
 		return nil, err
-	}
-	if b.RawPrevResult != nil {
-		if err := version.ParsePrevResult(&b.PluginConf); err != nil {
-			return nil, cnierr.Errorf(cnierr.DecodeFailure, "parse prevResult: %w", err)
-		}
 	}
 	return &b, nil
 }
 
 // Prev returns the prevResult converted to the current result type, or nil.
 func (b *Base) Prev() (*current.Result, error) {
+	if !b.prevDone {
+		b.prev, b.prevErr = b.parsePrev()
+		b.prevDone = true
+	}
+	return b.prev, b.prevErr
+}
+
+func (b *Base) parsePrev() (*current.Result, error) {
+	if b.RawPrevResult != nil {
+		if err := version.ParsePrevResult(&b.PluginConf); err != nil {
+			return nil, cnierr.Errorf(cnierr.DecodeFailure, "parse prevResult: %w", err)
+		}
+	}
 	if b.PrevResult == nil {
 		return nil, nil
 	}
