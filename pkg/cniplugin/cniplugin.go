@@ -167,8 +167,9 @@ func handle[C any](p Plugin[C], verb string, args *skel.CmdArgs) ([]byte, error)
 	if err := netconf.ValidateNetworkName(base.Name); err != nil {
 		return nil, err
 	}
-	if verb == "ADD" || verb == "CHECK" {
-		// A prevResult they cannot read fails them before any change.
+	if verb == "ADD" {
+		// An unreadable prevResult fails ADD before any change; other
+		// verbs read it (with Prev) only when they use it.
 		if _, err := base.Prev(); err != nil {
 			return nil, err
 		}

@@ -39,8 +39,8 @@ func TestToCNI(t *testing.T) {
 	}
 }
 
-// TestPrevResultOnlyWhereUsed: ADD and CHECK refuse a prevResult they
-// cannot read before their handler runs; DEL, which needs none, runs.
+// TestPrevResultOnlyWhereUsed: ADD refuses a prevResult it cannot read
+// before its handler runs; CHECK and DEL handlers that do not read it run.
 func TestPrevResultOnlyWhereUsed(t *testing.T) {
 	stdin := filepath.Join(t.TempDir(), "stdin")
 	bad := `{"cniVersion":"1.0.0","name":"n","type":"t","prevResult":{"cniVersion":"1.0.0","ips":"bogus"}}`
@@ -50,7 +50,7 @@ func TestPrevResultOnlyWhereUsed(t *testing.T) {
 	for _, verb := range []string{"ADD", "CHECK", "DEL"} {
 		t.Run(verb, func(t *testing.T) {
 			var ran bool
-			p := Plugin[struct{}]{Name: "t",
+			p := Plugin[struct{}]{Name: "t", AllowHostNS: true, // CNI_NETNS is the test's own namespace
 				Add: func(context.Context, *Request[struct{}]) (*current.Result, error) {
 					ran = true
 					return &current.Result{}, nil
@@ -58,7 +58,7 @@ func TestPrevResultOnlyWhereUsed(t *testing.T) {
 				Check: func(context.Context, *Request[struct{}]) error { ran = true; return nil },
 				Del:   func(context.Context, *Request[struct{}]) error { ran = true; return nil }}
 			for k, v := range map[string]string{"CNI_COMMAND": verb, "CNI_CONTAINERID": "c1", "CNI_IFNAME": "eth0", "CNI_PATH": "/nonexistent",
-				"CNI_NETNS": map[bool]string{true: "", false: "/nonexistent/ns"}[verb == "DEL"]} {
+				"CNI_NETNS": "/proc/self/ns/net"} {
 				t.Setenv(k, v)
 			}
 			f, err := os.Open(stdin)
@@ -71,9 +71,9 @@ func TestPrevResultOnlyWhereUsed(t *testing.T) {
 			defer func() { os.Stdin = saved }()
 			var out bytes.Buffer
 			rc := run(p, &out)
-			if verb == "DEL" {
+			if verb != "ADD" {
 				if rc != 0 || !ran {
-					t.Fatalf("DEL: exit %d, handler ran %v: %s", rc, ran, out.String())
+					t.Fatalf("%s: exit %d, handler ran %v: %s", verb, rc, ran, out.String())
 				}
 				return
 			}
