@@ -91,13 +91,11 @@ func run[C any](p Plugin[C], stdout io.Writer) int {
 		printError(stdout, err, "")
 		return 1
 	}
-	if p.AllowHostNS || (verb == "DEL" && isOwnNS(os.Getenv("CNI_NETNS"))) {
-		// skel refuses CNI_NETNS == own namespace after the handler ran
-		// (error 8 with the result already printed). Plugins that allow it
-		// opt out, and so does every DEL: there the plugin's own namespace
-		// is treated as gone (below), so DEL succeeds without touching it.
-		os.Setenv("CNI_NETNS_OVERRIDE", "1")
-	}
+	// skel refuses CNI_NETNS == own namespace after the handler ran (error
+	// 8 with the result already printed), opening both namespaces again on
+	// every ADD and DEL. openContNS judges it before the handler: ADD and
+	// CHECK refuse it (unless AllowHostNS), DEL treats it as gone.
+	os.Setenv("CNI_NETNS_OVERRIDE", "1")
 	var pending []byte
 	confVersion := ""
 	call := func(args *skel.CmdArgs) (err error) {
@@ -261,19 +259,6 @@ func openContNS[C any](allowHost bool, r *Request[C]) error {
 	}
 	r.ContNS = h
 	return nil
-}
-
-// isOwnNS reports whether path is the calling thread's network namespace.
-func isOwnNS(path string) bool {
-	if path == "" {
-		return false
-	}
-	id, err := netns.IDOf(path)
-	if err != nil {
-		return false
-	}
-	self, err := netns.SelfID()
-	return err == nil && id == self
 }
 
 func encodeResult(res *current.Result, ver string) ([]byte, error) {
