@@ -15,6 +15,7 @@ import (
 
 	"github.com/netdrivers/netdrivers/pkg/cnierr"
 	"github.com/netdrivers/netdrivers/pkg/netconf"
+	"github.com/netdrivers/netdrivers/pkg/safefile"
 )
 
 // The built-in host-local verbs. Each takes the network's lock once, for
@@ -24,7 +25,7 @@ import (
 func ownerOf(key netconf.Key) owner { return owner{ID: key.ContainerID, IfName: key.IfName} }
 
 func bootID() string {
-	b, err := readProc("/proc/sys/kernel/random/boot_id")
+	b, err := safefile.BootID()
 	if err != nil || !validBoot(b) {
 		return ""
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -136,19 +135,4 @@ func lockAt(ctx context.Context, dirfd int, dir string) (release func(), err err
 		return nil, storeErr("lock %s: %w", dir, err)
 	}
 	return func() { l.Unlock() }, nil
-}
-
-// readProc reads a small /proc or /sys file.
-func readProc(path string) (string, error) {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return "", err
-	}
-	defer unix.Close(fd)
-	var buf [128]byte
-	n, err := unix.Read(fd, buf[:])
-	if err != nil {
-		return "", err
-	}
-	return strings.TrimSpace(string(buf[:n])), nil
 }

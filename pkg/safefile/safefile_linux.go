@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -230,13 +231,21 @@ func (l *Lock) Unlock() error {
 }
 
 // BootID is this boot's random ID, used to tell state of an earlier boot.
-func BootID() (string, error) {
-	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+// It is read once per process: the state store and the address store both
+// ask for it.
+var BootID = sync.OnceValues(func() (string, error) {
+	fd, err := unix.Open("/proc/sys/kernel/random/boot_id", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return "", err
+		return "", &os.PathError{Op: "open", Path: "/proc/sys/kernel/random/boot_id", Err: err}
 	}
-	return strings.TrimSpace(string(b)), nil
-}
+	defer unix.Close(fd)
+	var buf [64]byte
+	n, err := unix.Read(fd, buf[:])
+	if err != nil {
+		return "", &os.PathError{Op: "read", Path: "/proc/sys/kernel/random/boot_id", Err: err}
+	}
+	return strings.TrimSpace(string(buf[:n])), nil
+})
 
 // BootTime is when this boot began, from /proc/stat's btime.
 func BootTime() (time.Time, error) {
