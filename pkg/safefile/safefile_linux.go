@@ -7,9 +7,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,33 +31,76 @@ var ErrNotRegular = errors.New("not a regular file")
 
 // Read returns the content of a regular file, refusing symlinks (at the
 // last component), special files and files over MaxSize.
+//
+// This package works on plain file descriptors: an os.File tries to
+// register every file with the poller (five system calls more, each time
+// refused for a regular file), and a call reads and writes a dozen.
 func Read(path string) ([]byte, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	fd, err := open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
 		if errors.Is(err, unix.ELOOP) {
 			return nil, fmt.Errorf("read %s: %w", path, ErrNotRegular)
 		}
 		return nil, err
 	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, &os.PathError{Op: "stat", Path: path, Err: err}
 	}
-	if !st.Mode().IsRegular() {
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return nil, fmt.Errorf("read %s: %w", path, ErrNotRegular)
 	}
-	if st.Size() > MaxSize {
-		return nil, fmt.Errorf("read %s: %w (%d bytes)", path, ErrTooLarge, st.Size())
+	if st.Size > MaxSize {
+		return nil, fmt.Errorf("read %s: %w (%d bytes)", path, ErrTooLarge, st.Size)
 	}
-	data, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
-	if err != nil {
-		return nil, err
+	data := make([]byte, 0, st.Size+1)
+	for len(data) <= MaxSize {
+		if len(data) == cap(data) {
+			data = slices.Grow(data, 512)
+		}
+		n, err := unix.Read(fd, data[len(data):cap(data)])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, &os.PathError{Op: "read", Path: path, Err: err}
+		}
+		if n == 0 {
+			return data, nil
+		}
+		data = data[:len(data)+n]
 	}
-	if len(data) > MaxSize {
-		return nil, fmt.Errorf("read %s: %w", path, ErrTooLarge)
+	return nil, fmt.Errorf("read %s: %w", path, ErrTooLarge)
+}
+
+// open is open(2) with os.OpenFile's errors, retried on EINTR.
+func open(path string, flags int, perm uint32) (int, error) {
+	for {
+		fd, err := unix.Open(path, flags, perm)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return -1, &os.PathError{Op: "open", Path: path, Err: err}
+		}
+		return fd, nil
 	}
-	return data, nil
+}
+
+// writeAll writes data to fd.
+func writeAll(fd int, name string, data []byte) error {
+	for len(data) > 0 {
+		n, err := unix.Write(fd, data)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return &os.PathError{Op: "write", Path: name, Err: err}
+		}
+		data = data[n:]
+	}
+	return nil
 }
 
 // WriteAtomic replaces path with data, so readers see the old or the new
@@ -67,16 +110,16 @@ func Read(path string) ([]byte, error) {
 // TempName(path), which the next write of path (or RemoveWithTemp) takes
 // away. Writers of one path must not run concurrently.
 func WriteAtomic(path string, data []byte, perm os.FileMode) error {
-	f, err := writeUnnamed(path, data, perm)
+	fd, err := writeUnnamed(path, data, perm)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
+	defer unix.Close(fd)
 	tmp := TempName(path)
-	err = linkFile(f, tmp)
+	err = linkFile(fd, path, tmp)
 	if errors.Is(err, os.ErrExist) {
 		os.Remove(tmp) // left by a writer killed before its rename
-		err = linkFile(f, tmp)
+		err = linkFile(fd, path, tmp)
 	}
 	if err != nil {
 		return err
@@ -97,12 +140,12 @@ func WriteAtomic(path string, data []byte, perm os.FileMode) error {
 // (os.ErrExist otherwise). The content is complete the moment the name
 // appears (an unnamed file linked into place), and a crash leaves nothing.
 func CreateExclusive(path string, data []byte, perm os.FileMode) error {
-	f, err := writeUnnamed(path, data, perm)
+	fd, err := writeUnnamed(path, data, perm)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	if err := linkFile(f, path); err != nil {
+	defer unix.Close(fd)
+	if err := linkFile(fd, path, path); err != nil {
 		if errors.Is(err, os.ErrExist) {
 			return fmt.Errorf("create %s: %w", path, os.ErrExist)
 		}
@@ -126,29 +169,32 @@ func RemoveWithTemp(path string) error {
 	return nil
 }
 
-// writeUnnamed writes data to an unnamed file in path's directory.
-func writeUnnamed(path string, data []byte, perm os.FileMode) (*os.File, error) {
-	f, err := os.OpenFile(filepath.Dir(path), unix.O_TMPFILE|os.O_WRONLY|unix.O_CLOEXEC, perm)
+// writeUnnamed writes data to an unnamed file in path's directory and
+// returns its descriptor.
+func writeUnnamed(path string, data []byte, perm os.FileMode) (int, error) {
+	dir := filepath.Dir(path)
+	fd, err := open(dir, unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, uint32(perm.Perm()))
 	if err != nil {
-		return nil, err
+		return -1, err
 	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return nil, err
+	if err := writeAll(fd, dir, data); err != nil {
+		unix.Close(fd)
+		return -1, err
 	}
-	if err := f.Chmod(perm); err != nil { // O_TMPFILE's mode passes the umask
-		f.Close()
-		return nil, err
+	if err := unix.Fchmod(fd, uint32(perm.Perm())); err != nil { // O_TMPFILE's mode passes the umask
+		unix.Close(fd)
+		return -1, &os.PathError{Op: "chmod", Path: dir, Err: err}
 	}
-	return f, nil
+	return fd, nil
 }
 
-// linkFile gives the unnamed file f the name path (EEXIST if taken).
+// linkFile gives the unnamed file fd (made for target) the name path
+// (EEXIST if taken).
 // Equivalent to: linkat(/proc/self/fd/N, path, AT_SYMLINK_FOLLOW)
-func linkFile(f *os.File, path string) error {
-	err := unix.Linkat(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", f.Fd()), unix.AT_FDCWD, path, unix.AT_SYMLINK_FOLLOW)
+func linkFile(fd int, target, path string) error {
+	err := unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(fd), unix.AT_FDCWD, path, unix.AT_SYMLINK_FOLLOW)
 	if err != nil {
-		return &os.LinkError{Op: "link", Old: f.Name(), New: path, Err: err}
+		return &os.LinkError{Op: "link", Old: "unnamed file for " + target, New: path, Err: err}
 	}
 	return nil
 }
@@ -171,7 +217,10 @@ func Promote(dir, name string) (string, error) {
 }
 
 // Lock is an exclusive flock on a file, released by Unlock or process exit.
-type Lock struct{ f *os.File }
+type Lock struct {
+	fd   int
+	held bool
+}
 
 // ErrLockTimeout is returned when a lock is not granted in time (code 11).
 var ErrLockTimeout = cnierr.New(cnierr.TryAgainLater, "timed out waiting for a lock")
@@ -182,12 +231,12 @@ const DefaultLockTimeout = 60 * time.Second
 // Acquire takes an exclusive flock on path, creating it if needed. It
 // waits until ctx ends (or DefaultLockTimeout without a deadline).
 func Acquire(ctx context.Context, path string) (*Lock, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	fd, err := open(path, unix.O_RDWR|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open lock %s: %w", path, err)
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err == nil {
-		return &Lock{f: f}, nil
+	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err == nil {
+		return &Lock{fd: fd, held: true}, nil
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -195,18 +244,18 @@ func Acquire(ctx context.Context, path string) (*Lock, error) {
 		defer cancel()
 	}
 	done := make(chan error, 1)
-	go func() { done <- flockRetry(int(f.Fd())) }()
+	go func() { done <- flockRetry(fd) }()
 	select {
 	case err := <-done:
 		if err != nil {
-			f.Close()
+			unix.Close(fd)
 			return nil, fmt.Errorf("lock %s: %w", path, err)
 		}
-		return &Lock{f: f}, nil
+		return &Lock{fd: fd, held: true}, nil
 	case <-ctx.Done():
 		// The flock stays pending: close the file once it returns, which
 		// releases the lock at once if it was granted meanwhile.
-		go func() { <-done; f.Close() }()
+		go func() { <-done; unix.Close(fd) }()
 		return nil, fmt.Errorf("lock %s: %w", path, ErrLockTimeout)
 	}
 }
@@ -222,12 +271,11 @@ func flockRetry(fd int) error {
 
 // Unlock releases the lock. Safe on nil.
 func (l *Lock) Unlock() error {
-	if l == nil || l.f == nil {
+	if l == nil || !l.held {
 		return nil
 	}
-	err := l.f.Close() // closing drops the flock
-	l.f = nil
-	return err
+	l.held = false
+	return unix.Close(l.fd) // closing drops the flock
 }
 
 // BootID is this boot's random ID, used to tell state of an earlier boot.

@@ -1,12 +1,16 @@
 package safefile
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/netdrivers/netdrivers/pkg/cnierr"
 )
@@ -30,6 +34,41 @@ func TestReadRefusesSymlinksAndSpecialFiles(t *testing.T) {
 	}
 	if _, err := Read(filepath.Join(dir, "none")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("Read(missing) = %v, want ErrNotExist", err)
+	}
+	fifo := filepath.Join(dir, "fifo")
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Read(fifo); !errors.Is(err, ErrNotRegular) { // and does not block
+		t.Errorf("Read(fifo) = %v, want ErrNotRegular", err)
+	}
+}
+
+// TestReadWriteSizes: what WriteAtomic and CreateExclusive write, Read
+// returns, at sizes around its buffer's growth and at the limit.
+func TestReadWriteSizes(t *testing.T) {
+	dir := t.TempDir()
+	for _, n := range []int{0, 1, 511, 512, 513, 4097, MaxSize} {
+		data := make([]byte, n)
+		for i := range data {
+			data[i] = byte(i * 7)
+		}
+		p := filepath.Join(dir, fmt.Sprint("f", n))
+		if err := WriteAtomic(p, data, 0o640); err != nil {
+			t.Fatal(err)
+		}
+		if err := CreateExclusive(p+".x", data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		for _, q := range []string{p, p + ".x"} {
+			got, err := Read(q)
+			if err != nil || !bytes.Equal(got, data) {
+				t.Errorf("Read(%d bytes) = %d bytes, %v", n, len(got), err)
+			}
+		}
+		if st, err := os.Stat(p); err != nil || st.Mode().Perm() != 0o640 {
+			t.Errorf("mode of %s = %v, %v, want 0640", p, st.Mode(), err)
+		}
 	}
 }
 
