@@ -27,6 +27,10 @@ type Base struct {
 	Args          *Args         `json:"args,omitempty"`
 	// LogFile, when set, receives a copy of the diagnostics.
 	LogFile string `json:"logFile,omitempty"`
+	// PrevRaw is the prevResult as given, decoded by Prev on first use:
+	// it hides types.NetConf's RawPrevResult (the same key, shallower), so
+	// a verb that does not use prevResult (DEL, most CHECKs) skips it.
+	PrevRaw json.RawMessage `json:"prevResult,omitempty"`
 
 	prev     *current.Result // Prev's answer, once asked
 	prevErr  error
@@ -97,6 +101,13 @@ func (b *Base) Prev() (*current.Result, error) {
 }
 
 func (b *Base) parsePrev() (*current.Result, error) {
+	if raw := bytes.TrimSpace(b.PrevRaw); len(raw) > 0 && string(raw) != "null" {
+		var m map[string]any
+		if err := jsonlite.Unmarshal(raw, &m); err != nil {
+			return nil, cnierr.Errorf(cnierr.DecodeFailure, "parse prevResult: %w", err)
+		}
+		b.RawPrevResult = m
+	}
 	if b.RawPrevResult != nil {
 		if err := version.ParsePrevResult(&b.PluginConf); err != nil {
 			return nil, cnierr.Errorf(cnierr.DecodeFailure, "parse prevResult: %w", err)
