@@ -6,7 +6,6 @@ import (
 	"reflect"
 	"slices"
 	"strconv"
-	"strings"
 	"unicode/utf8"
 )
 
@@ -153,16 +152,19 @@ func (e *encoder) mapValue(v reflect.Value) error {
 		e.b = append(e.b, "null"...)
 		return nil
 	}
-	keys := v.MapKeys()
-	slices.SortFunc(keys, func(a, b reflect.Value) int { return strings.Compare(a.String(), b.String()) })
+	keys := make([]string, 0, v.Len())
+	for it := v.MapRange(); it.Next(); {
+		keys = append(keys, it.Key().String())
+	}
+	slices.Sort(keys)
 	e.b = append(e.b, '{')
 	for i, k := range keys {
 		if i > 0 {
 			e.b = append(e.b, ',')
 		}
-		e.b = AppendString(e.b, k.String())
+		e.b = AppendString(e.b, k)
 		e.b = append(e.b, ':')
-		if err := e.value(v.MapIndex(k)); err != nil {
+		if err := e.value(v.MapIndex(reflect.ValueOf(k).Convert(kt))); err != nil {
 			return err
 		}
 	}

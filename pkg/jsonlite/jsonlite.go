@@ -676,7 +676,13 @@ func fieldsOf(t reflect.Type) *fields {
 	}
 	if len(visited) > 1 {
 		// Index order: the first field whose name folds to a key wins.
-		slices.SortFunc(out.list, func(a, b field) int { return slices.Compare(a.index, b.index) })
+		// An insertion sort: the list is short and nearly sorted, and a
+		// slices.SortFunc instance would add 20 KB of code to every plugin.
+		for i := 1; i < len(out.list); i++ {
+			for j := i; j > 0 && slices.Compare(out.list[j-1].index, out.list[j].index) > 0; j-- {
+				out.list[j-1], out.list[j] = out.list[j], out.list[j-1]
+			}
+		}
 	}
 	fieldCache.Store(t, out)
 	return out

@@ -281,19 +281,33 @@ func (l *Lock) Unlock() error {
 // BootID is this boot's random ID, used to tell state of an earlier boot.
 // It is read once per process: the state store and the address store both
 // ask for it.
-var BootID = sync.OnceValues(func() (string, error) {
-	fd, err := unix.Open("/proc/sys/kernel/random/boot_id", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+func BootID() (string, error) {
+	bootOnce.Do(func() { bootID, bootErr = readBootID() })
+	return bootID, bootErr
+}
+
+// Zero values, not an initialised sync.OnceValues: an initialiser would
+// link this package's code into every plugin that imports it.
+var (
+	bootOnce sync.Once
+	bootID   string
+	bootErr  error
+)
+
+func readBootID() (string, error) {
+	const path = "/proc/sys/kernel/random/boot_id"
+	fd, err := open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return "", &os.PathError{Op: "open", Path: "/proc/sys/kernel/random/boot_id", Err: err}
+		return "", err
 	}
 	defer unix.Close(fd)
 	var buf [64]byte
 	n, err := unix.Read(fd, buf[:])
 	if err != nil {
-		return "", &os.PathError{Op: "read", Path: "/proc/sys/kernel/random/boot_id", Err: err}
+		return "", &os.PathError{Op: "read", Path: path, Err: err}
 	}
 	return strings.TrimSpace(string(buf[:n])), nil
-})
+}
 
 // BootTime is when this boot began, from /proc/stat's btime.
 func BootTime() (time.Time, error) {
