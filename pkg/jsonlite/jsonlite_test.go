@@ -105,7 +105,7 @@ type Rich struct {
 	PtrMarsh  ptrMarsh          `json:"ptrMarsh"`
 	Weird     string            `json:"wéird"`
 	BadTag    string            `json:"a\"b"`
-	private   string
+	private   string            //lint:ignore U1000 unexported: both decoders must leave it alone
 	NoTag     string
 	OmitEmpty string `json:",omitempty"`
 }
