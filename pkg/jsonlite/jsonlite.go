@@ -181,10 +181,9 @@ func (d *decoder) value(v reflect.Value) {
 		}
 	case c == 't' || c == 'f':
 		d.skip()
-		switch {
-		case v.Kind() == reflect.Bool:
+		if v.Kind() == reflect.Bool {
 			v.SetBool(c == 't')
-		default:
+		} else {
 			d.typeError("bool", v.Type())
 		}
 	case c == '"':
