@@ -110,9 +110,9 @@ type nodeSide struct {
 var errNoAddresses = errors.New("ADD failed before its addresses were known")
 
 // startNodeSide reserves the host ports and, once give passes the
-// addresses (the bridge then exists), installs the attachment's packet-filter rules. The sockets it
-// opens are the node's: every thread but one inside a netns.Handle.Do is
-// in the node's namespace.
+// addresses (the bridge then exists), installs the attachment's
+// packet-filter rules. The sockets it opens are the node's: every thread
+// but one inside a netns.Handle.Do is in the node's namespace.
 func startNodeSide(ctx context.Context, r *cniplugin.Request[*Conf], store *state.Store) *nodeSide {
 	n := &nodeSide{done: make(chan struct{}), res: make(chan *current.Result, 1)}
 	go func() {
