@@ -18,12 +18,8 @@ import (
 // namespace and checks that it runs as root. A wedged helper costs a
 // call one second (send and receive timeouts), then the caller's fallback.
 func Dial(addr string) (int, error) {
-	for {
-		fd, err := dial(addr)
-		if !errors.Is(err, unix.EINTR) { // a connect interrupted by a signal goes on unseen: start over
-			return fd, err
-		}
-	}
+	// A connect interrupted by a signal goes on unseen: start over.
+	return retry(func() (int, error) { return dial(addr) })
 }
 
 func dial(addr string) (int, error) {
