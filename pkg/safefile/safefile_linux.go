@@ -295,18 +295,8 @@ var (
 )
 
 func readBootID() (string, error) {
-	const path = "/proc/sys/kernel/random/boot_id"
-	fd, err := open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return "", err
-	}
-	defer unix.Close(fd)
-	var buf [64]byte
-	n, err := unix.Read(fd, buf[:])
-	if err != nil {
-		return "", &os.PathError{Op: "read", Path: path, Err: err}
-	}
-	return strings.TrimSpace(string(buf[:n])), nil
+	b, err := Read("/proc/sys/kernel/random/boot_id")
+	return strings.TrimSpace(string(b)), err
 }
 
 // BootTime is when this boot began, from /proc/stat's btime.
