@@ -16,6 +16,7 @@ import (
 
 	"github.com/netdrivers/netdrivers/pkg/cnierr"
 	"github.com/netdrivers/netdrivers/pkg/netconf"
+	"github.com/netdrivers/netdrivers/pkg/netns"
 )
 
 // errNoProbe means the protocol cannot be probed here (no SCTP, no IPv6):
@@ -183,7 +184,7 @@ func findProcess(inodes []string) string {
 	for _, pids := range holders {
 		if len(pids) > 0 {
 			pid := eldest(pids)
-			return fmt.Sprintf("%s (pid %d)", comm(pid), pid)
+			return fmt.Sprintf("%s (pid %d)", netns.ProcessName(pid), pid)
 		}
 	}
 	return ""
@@ -221,12 +222,4 @@ func ppid(pid int) int {
 	}
 	n, _ := strconv.Atoi(f[1])
 	return n
-}
-
-func comm(pid int) string {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
-	if err != nil {
-		return "process"
-	}
-	return strings.TrimSpace(string(b))
 }

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -110,5 +111,9 @@ func TestOwnerForked(t *testing.T) {
 	n.MustDo(t, func() error { who = Owner("tcp", 18099); return nil })
 	if want := fmt.Sprintf("(pid %d)", self); !strings.Contains(who, want) {
 		t.Errorf("Owner = %q, want the parent %s, not the child %d", who, want, kid)
+	}
+	// The kernel's comm is the executable's name, cut to 15 bytes.
+	if name := filepath.Base(os.Args[0]); !strings.HasPrefix(who, name[:min(len(name), 15)]+" ") {
+		t.Errorf("Owner = %q, want it to start with the process name %q", who, name)
 	}
 }

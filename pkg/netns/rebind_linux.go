@@ -305,7 +305,8 @@ func checkUnentered(id ID) error {
 			return err
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("already has a process in it: %s (pid %s), which a re-bind would leave behind", procComm(pid), pid)
+			n, _ := strconv.Atoi(pid)
+			return fmt.Errorf("already has a process in it: %s (pid %s), which a re-bind would leave behind", ProcessName(n), pid)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -346,8 +347,10 @@ func taskIn(want string) (string, error) {
 	return "", nil
 }
 
-func procComm(pid string) string {
-	b, err := os.ReadFile(filepath.Join("/proc", pid, "comm"))
+// ProcessName is the command name of process pid, or "process" once it
+// has exited; error messages name the process that is in the way.
+func ProcessName(pid int) string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
 	if err != nil {
 		return "process"
 	}
