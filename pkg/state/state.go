@@ -211,6 +211,19 @@ func (s *Store) List(rel string) ([]string, error) {
 // probes numbers this process's probe files.
 var probes atomic.Uint64
 
+// OpenWritable is Open for STATUS: a store that cannot be opened or
+// written is a node-wide fault (code 50).
+func OpenWritable(ctx context.Context) (*Store, error) {
+	s, err := Open(ctx)
+	if err != nil {
+		return nil, cnierr.Wrap(cnierr.NotAvailable, err)
+	}
+	if err := s.Writable(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
 // Writable checks that state can be written (for STATUS). Each call
 // writes a file of its own: concurrent STATUS calls sharing one name
 // removed each other's.

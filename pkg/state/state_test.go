@@ -9,6 +9,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/netdrivers/netdrivers/pkg/cnierr"
 	"github.com/netdrivers/netdrivers/pkg/netconf"
 	"github.com/netdrivers/netdrivers/pkg/safefile"
 )
@@ -181,5 +182,27 @@ func TestWritableConcurrent(t *testing.T) {
 	}
 	if left, _ := filepath.Glob(filepath.Join(s.root, ".*probe*")); len(left) > 0 {
 		t.Errorf("probes left behind: %v", left)
+	}
+}
+
+// TestOpenWritable: STATUS's open gives a store it could write to, and a
+// store it cannot open is code 50 (a node-wide fault), not an I/O error.
+func TestOpenWritable(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv(EnvRoot, dir)
+	if s, err := OpenWritable(context.Background()); err != nil || s == nil {
+		t.Fatalf("OpenWritable on a usable dir = %v, %v", s, err)
+	}
+	if probes, _ := filepath.Glob(filepath.Join(dir, ".probe-*")); len(probes) > 0 {
+		t.Errorf("probe files left behind: %v", probes)
+	}
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(EnvRoot, filepath.Join(file, "state"))
+	s, err := OpenWritable(context.Background())
+	if s != nil || cnierr.CodeOf(err) != cnierr.NotAvailable {
+		t.Errorf("OpenWritable below a regular file = %v, %v (code %d), want code %d", s, err, cnierr.CodeOf(err), cnierr.NotAvailable)
 	}
 }

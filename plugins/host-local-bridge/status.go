@@ -18,11 +18,8 @@ func status(ctx context.Context, r *cniplugin.Request[*Conf]) error {
 }
 
 func nodeStatus(ctx context.Context, r *cniplugin.Request[*Conf]) error {
-	store, err := state.Open(ctx)
+	store, err := state.OpenWritable(ctx)
 	if err != nil {
-		return err
-	}
-	if err := store.Writable(); err != nil {
 		return err
 	}
 	if r.Conf.ipam != nil {

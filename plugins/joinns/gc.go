@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 
-	"github.com/netdrivers/netdrivers/pkg/cnierr"
 	"github.com/netdrivers/netdrivers/pkg/cniplugin"
 	"github.com/netdrivers/netdrivers/pkg/netconf"
 	"github.com/netdrivers/netdrivers/pkg/netns"
@@ -24,9 +23,6 @@ func gc(ctx context.Context, r *cniplugin.Request[*Conf]) error {
 
 // status fails (50) only when the state store is not usable.
 func status(ctx context.Context, _ *cniplugin.Request[*Conf]) error {
-	s, err := state.Open(ctx)
-	if err != nil {
-		return cnierr.Wrap(cnierr.NotAvailable, err)
-	}
-	return s.Writable()
+	_, err := state.OpenWritable(ctx)
+	return err
 }

@@ -20,11 +20,8 @@ import (
 // their carrier), 50 otherwise. A full pool is not a STATUS failure.
 func status(ctx context.Context, r *cniplugin.Request[*Conf]) error {
 	c := r.Conf
-	st, err := state.Open(ctx)
+	st, err := state.OpenWritable(ctx)
 	if err != nil {
-		return cnierr.Wrap(cnierr.NotAvailable, err)
-	}
-	if err := st.Writable(); err != nil {
 		return err
 	}
 	if !c.LinkInContainer {
