@@ -15,47 +15,19 @@ import (
 // and temp-file naming would cost more than the work itself.
 
 // readAt reads a regular file relative to dirfd without following a
-// symlink, refusing special files and more than max bytes.
+// symlink, refusing special files and more than max bytes: those are
+// garbage in the store, not store failures.
 func readAt(dirfd int, name string, max int) ([]byte, error) {
-	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	data, err := safefile.ReadAt(dirfd, name, max)
 	switch {
+	case err == nil:
+		return data, nil
 	case errors.Is(err, unix.ENOENT):
 		return nil, errNoEntry
-	case errors.Is(err, unix.ELOOP):
-		return nil, fmt.Errorf("%s: %w: a symlink", name, errGarbage)
-	case err != nil:
-		return nil, storeErr("open %s: %w", name, err)
+	case errors.Is(err, safefile.ErrNotRegular), errors.Is(err, safefile.ErrTooLarge):
+		return nil, fmt.Errorf("%w: %w", errGarbage, err)
 	}
-	defer unix.Close(fd)
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		return nil, storeErr("stat %s: %w", name, err)
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return nil, fmt.Errorf("%s: %w: not a regular file", name, errGarbage)
-	}
-	if st.Size > int64(max) {
-		return nil, fmt.Errorf("%s: %w: %d bytes", name, errGarbage, st.Size)
-	}
-	buf := make([]byte, st.Size+1) // +1: a file that grew is seen as oversized
-	n := 0
-	for n < len(buf) {
-		m, err := unix.Read(fd, buf[n:])
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil {
-			return nil, storeErr("read %s: %w", name, err)
-		}
-		if m == 0 {
-			break
-		}
-		n += m
-	}
-	if n > max {
-		return nil, fmt.Errorf("%s: %w: more than %d bytes", name, errGarbage, max)
-	}
-	return buf[:n], nil
+	return nil, storeErr("%w", err)
 }
 
 // writeInPlace makes name (relative to dirfd) hold exactly data by

@@ -35,27 +35,33 @@ var ErrNotRegular = errors.New("not a regular file")
 // This package works on plain file descriptors: an os.File tries to
 // register every file with the poller (five system calls more, each time
 // refused for a regular file), and a call reads and writes a dozen.
-func Read(path string) ([]byte, error) {
-	fd, err := open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+func Read(path string) ([]byte, error) { return ReadAt(unix.AT_FDCWD, path, MaxSize) }
+
+// ReadAt is Read of name relative to the directory dirfd, refusing more
+// than max bytes (ErrTooLarge). A missing file is an *os.PathError that
+// errors.Is os.ErrNotExist.
+func ReadAt(dirfd int, name string, max int) ([]byte, error) {
+	fd, err := openAt(dirfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
 		if errors.Is(err, unix.ELOOP) {
-			return nil, fmt.Errorf("read %s: %w", path, ErrNotRegular)
+			return nil, fmt.Errorf("read %s: %w", name, ErrNotRegular)
 		}
 		return nil, err
 	}
 	defer unix.Close(fd)
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
-		return nil, &os.PathError{Op: "stat", Path: path, Err: err}
+		return nil, &os.PathError{Op: "stat", Path: name, Err: err}
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return nil, fmt.Errorf("read %s: %w", path, ErrNotRegular)
+		return nil, fmt.Errorf("read %s: %w", name, ErrNotRegular)
 	}
-	if st.Size > MaxSize {
-		return nil, fmt.Errorf("read %s: %w (%d bytes)", path, ErrTooLarge, st.Size)
+	if st.Size > int64(max) {
+		return nil, fmt.Errorf("read %s: %w (%d bytes)", name, ErrTooLarge, st.Size)
 	}
+	// One byte more than the size: a file that grew is read to its end.
 	data := make([]byte, 0, st.Size+1)
-	for len(data) <= MaxSize {
+	for len(data) <= max {
 		if len(data) == cap(data) {
 			data = slices.Grow(data, 512)
 		}
@@ -64,20 +70,25 @@ func Read(path string) ([]byte, error) {
 			continue
 		}
 		if err != nil {
-			return nil, &os.PathError{Op: "read", Path: path, Err: err}
+			return nil, &os.PathError{Op: "read", Path: name, Err: err}
 		}
 		if n == 0 {
 			return data, nil
 		}
 		data = data[:len(data)+n]
 	}
-	return nil, fmt.Errorf("read %s: %w", path, ErrTooLarge)
+	return nil, fmt.Errorf("read %s: %w", name, ErrTooLarge)
 }
 
 // open is open(2) with os.OpenFile's errors, retried on EINTR.
 func open(path string, flags int, perm uint32) (int, error) {
+	return openAt(unix.AT_FDCWD, path, flags, perm)
+}
+
+// openAt is open relative to the directory dirfd.
+func openAt(dirfd int, path string, flags int, perm uint32) (int, error) {
 	for {
-		fd, err := unix.Open(path, flags, perm)
+		fd, err := unix.Openat(dirfd, path, flags, perm)
 		if err == unix.EINTR {
 			continue
 		}

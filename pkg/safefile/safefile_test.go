@@ -44,6 +44,31 @@ func TestReadRefusesSymlinksAndSpecialFiles(t *testing.T) {
 	}
 }
 
+// TestReadAt: names are taken relative to the directory fd, max bounds
+// what is read, and a symlink is refused there too.
+func TestReadAt(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "ten"), []byte("0123456789"), 0o600)
+	os.Symlink("ten", filepath.Join(dir, "link"))
+	dirfd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(dirfd)
+	if got, err := ReadAt(dirfd, "ten", 10); err != nil || string(got) != "0123456789" {
+		t.Errorf("ReadAt(ten, max 10) = %q, %v", got, err)
+	}
+	if got, err := ReadAt(dirfd, "ten", 9); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("ReadAt(ten, max 9) = %q, %v, want ErrTooLarge", got, err)
+	}
+	if _, err := ReadAt(dirfd, "link", 10); !errors.Is(err, ErrNotRegular) {
+		t.Errorf("ReadAt(symlink) = %v, want ErrNotRegular", err)
+	}
+	if _, err := ReadAt(dirfd, "none", 10); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("ReadAt(missing) = %v, want ErrNotExist", err)
+	}
+}
+
 // TestReadWriteSizes: what WriteAtomic and CreateExclusive write, Read
 // returns, at sizes around its buffer's growth and at the limit.
 func TestReadWriteSizes(t *testing.T) {
