@@ -76,6 +76,26 @@ type Request[C any] struct {
 // Attachment is the request's key.
 func (r *Request[C]) Attachment() netconf.Key { return r.Key }
 
+// ContainerIface starts a CHECK of a plugin that made the container's
+// interface: the prevResult, which CHECK cannot do without, with that
+// interface's index and entry there. Name and sandbox must both be
+// CNI_IFNAME and CNI_NETNS, as in the reference plugins' CHECK.
+func (r *Request[C]) ContainerIface() (*current.Result, int, *current.Interface, error) {
+	prev, err := r.Base.Prev()
+	if err != nil {
+		return nil, -1, nil, err
+	}
+	if prev == nil {
+		return nil, -1, nil, cnierr.Errorf(cnierr.InvalidConfig, "CHECK needs the prevResult of the ADD")
+	}
+	for i, ifc := range prev.Interfaces {
+		if ifc.Name == r.Key.IfName && ifc.Sandbox != "" && ifc.Sandbox == r.NetNSPath {
+			return prev, i, ifc, nil
+		}
+	}
+	return nil, -1, nil, cnierr.Errorf(cnierr.InvalidConfig, "prevResult has no interface %q in sandbox %q", r.Key.IfName, r.NetNSPath)
+}
+
 // Run is a plugin's main. It does not return.
 func Run[C any](p Plugin[C]) {
 	reexec.Init() // a detached copy runs its job here and exits

@@ -15,6 +15,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 
 	"github.com/netdrivers/netdrivers/pkg/cnierr"
+	"github.com/netdrivers/netdrivers/pkg/netconf"
 )
 
 func TestToCNI(t *testing.T) {
@@ -80,6 +81,45 @@ func TestPrevResultOnlyWhereUsed(t *testing.T) {
 			var e types.Error
 			if rc != 1 || ran || json.Unmarshal(out.Bytes(), &e) != nil || e.Code != uint(cnierr.DecodeFailure) {
 				t.Fatalf("%s: exit %d, handler ran %v, output %s; want code 6 before the handler", verb, rc, ran, out.String())
+			}
+		})
+	}
+}
+
+// TestContainerIface: CHECK finds the container's interface in prevResult
+// by name and sandbox together, and says why when it cannot (code 7).
+func TestContainerIface(t *testing.T) {
+	const result = `{"cniVersion":"1.0.0","interfaces":[` +
+		`{"name":"br0","mac":"02:00:00:00:00:01"},` +
+		`{"name":"eth0","mac":"02:00:00:00:00:02","sandbox":"/run/netns/other"},` +
+		`{"name":"eth0","mac":"02:00:00:00:00:03","sandbox":"/run/netns/c1"}]}`
+	for _, tc := range []struct {
+		name, prev, ifName, netns string
+		idx                       int // -1: an error of code 7
+	}{
+		{"found in its sandbox", result, "eth0", "/run/netns/c1", 2},
+		{"the other sandbox's", result, "eth0", "/run/netns/other", 1},
+		{"no such sandbox", result, "eth0", "/run/netns/c2", -1},
+		{"no such name", result, "eth1", "/run/netns/c1", -1},
+		{"a host interface is not it", result, "br0", "", -1},
+		{"no prevResult", "", "eth0", "/run/netns/c1", -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			conf := `{"cniVersion":"1.0.0","name":"n","type":"t"`
+			if tc.prev != "" {
+				conf += `,"prevResult":` + tc.prev
+			}
+			base, err := netconf.Load([]byte(conf + "}"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := &Request[struct{}]{Key: netconf.Key{Network: "n", ContainerID: "c", IfName: tc.ifName}, NetNSPath: tc.netns, Base: base}
+			prev, idx, iface, err := r.ContainerIface()
+			switch {
+			case tc.idx < 0 && (err == nil || cnierr.CodeOf(err) != cnierr.InvalidConfig):
+				t.Errorf("ContainerIface = %d, %v, want an error of code 7", idx, err)
+			case tc.idx >= 0 && (err != nil || idx != tc.idx || prev == nil || iface != prev.Interfaces[tc.idx]):
+				t.Errorf("ContainerIface = %d, %+v, %v, want interface %d", idx, iface, err, tc.idx)
 			}
 		})
 	}

@@ -11,7 +11,6 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/netdrivers/netdrivers/pkg/bridge"
-	"github.com/netdrivers/netdrivers/pkg/cnierr"
 	"github.com/netdrivers/netdrivers/pkg/cniplugin"
 	"github.com/netdrivers/netdrivers/pkg/dnat"
 	"github.com/netdrivers/netdrivers/pkg/hostport"
@@ -27,14 +26,7 @@ import (
 // reservations. It changes nothing.
 func check(ctx context.Context, r *cniplugin.Request[*Conf]) error {
 	c := r.Conf
-	prev, err := r.Base.Prev()
-	if err != nil {
-		return err
-	}
-	if prev == nil {
-		return cnierr.Errorf(cnierr.InvalidConfig, "CHECK needs the prevResult of the ADD")
-	}
-	cont, err := containerIface(prev, r.Key.IfName, r.NetNSPath)
+	prev, _, cont, err := r.ContainerIface()
 	if err != nil {
 		return err
 	}
@@ -70,15 +62,6 @@ func check(ctx context.Context, r *cniplugin.Request[*Conf]) error {
 		return err
 	}
 	return fw.Check(ctx, network(c, prev), &dnat.Attachment{Key: r.Key, Addrs: ipam.Addrs(prev), Ports: c.ports})
-}
-
-func containerIface(prev *current.Result, ifName, sandbox string) (*current.Interface, error) {
-	for _, i := range prev.Interfaces {
-		if i.Name == ifName && i.Sandbox != "" {
-			return i, nil
-		}
-	}
-	return nil, fmt.Errorf("prevResult has no interface %q in a sandbox", ifName)
 }
 
 // checkContainer verifies every address and route of prev inside cont.

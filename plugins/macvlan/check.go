@@ -28,16 +28,9 @@ var ErrCheck = cnierr.New(cnierr.InvalidConfig, "attachment differs from prevRes
 // shim still routes to them.
 func check(ctx context.Context, r *cniplugin.Request[*Conf]) error {
 	c := r.Conf
-	prev, err := r.Base.Prev()
+	prev, idx, iface, err := r.ContainerIface()
 	if err != nil {
 		return err
-	}
-	if prev == nil {
-		return cnierr.Errorf(cnierr.InvalidConfig, "CHECK needs the prevResult of ADD")
-	}
-	idx, iface := findIface(prev, r.Key.IfName, r.NetNSPath)
-	if iface == nil {
-		return fmt.Errorf("prevResult has no interface %q in sandbox %q: %w", r.Key.IfName, r.NetNSPath, ErrCheck)
 	}
 	parentNS := r.HostNS
 	if c.LinkInContainer {
@@ -61,15 +54,6 @@ func check(ctx context.Context, r *cniplugin.Request[*Conf]) error {
 		errs = append(errs, checkShim(ctx, r, parent, mine))
 	}
 	return errors.Join(errs...)
-}
-
-func findIface(res *current.Result, name, sandbox string) (int, *current.Interface) {
-	for i, ifc := range res.Interfaces {
-		if ifc.Name == name && ifc.Sandbox == sandbox {
-			return i, ifc
-		}
-	}
-	return -1, nil
 }
 
 // ipsOf returns the addresses prevResult gives interface idx.
