@@ -27,12 +27,10 @@ func gc(ctx context.Context, r *cniplugin.Request[*Conf]) error {
 	if err != nil {
 		return err
 	}
+	validKeys := netconf.ValidKeys(c.Name, r.Base.ValidAttachments)
 	valid := map[netconf.Key]bool{}
-	var validKeys []netconf.Key
-	for _, a := range r.Base.ValidAttachments {
-		k := netconf.Key{Network: c.Name, ContainerID: a.ContainerID, IfName: a.IfName}
+	for _, k := range validKeys {
 		valid[k] = true
-		validKeys = append(validKeys, k)
 	}
 	var errs []error
 	recs, err := store.Attachments(c.Name)

@@ -44,7 +44,7 @@ func gc(ctx context.Context, r *cniplugin.Request[*Conf]) error {
 		errs = append(errs, st.DelAttachment(rec.Key()))
 	}
 	keep, err := gcShims(ctx, st, r, stale)
-	errs = append(errs, err, netns.GCRecords(ctx, st, network, validKeys(r)))
+	errs = append(errs, err, netns.GCRecords(ctx, st, network, netconf.ValidKeys(network, r.Base.ValidAttachments)))
 	if c := r.Conf; c.ipam != nil {
 		errs = append(errs, ipam.GC(ctx, c.ipam, append(r.Base.ValidAttachments, keep...)))
 	}
@@ -100,12 +100,4 @@ func gcShim(ctx context.Context, st *state.Store, r *cniplugin.Request[*Conf], p
 	}
 	k := shimPoolKey(network, parent)
 	return []types.GCAttachment{{ContainerID: k.ContainerID, IfName: k.IfName}}, errors.Join(errs...)
-}
-
-func validKeys(r *cniplugin.Request[*Conf]) []netconf.Key {
-	var out []netconf.Key
-	for _, a := range r.Base.ValidAttachments {
-		out = append(out, netconf.Key{Network: r.Key.Network, ContainerID: a.ContainerID, IfName: a.IfName})
-	}
-	return out
 }
