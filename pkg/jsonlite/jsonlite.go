@@ -246,18 +246,8 @@ func (d *decoder) anyValue() any {
 		return m
 	case '[':
 		a := []any{}
-		d.i++
-		for first := true; ; first = false {
-			d.ws()
-			if d.data[d.i] == ']' {
-				d.i++
-				return a
-			}
-			if !first {
-				d.i++ // ,
-			}
-			a = append(a, d.anyValue())
-		}
+		d.elements(func() { a = append(a, d.anyValue()) })
+		return a
 	}
 	start := d.i
 	d.skip()
@@ -298,18 +288,8 @@ func (d *decoder) number(v reflect.Value) {
 }
 
 func (d *decoder) array(v reflect.Value) {
-	d.i++ // [
 	n := 0
-	for d.abort == nil {
-		d.ws()
-		if d.data[d.i] == ']' {
-			d.i++
-			break
-		}
-		if n > 0 {
-			d.i++ // ,
-		}
-		d.ws()
+	d.elements(func() {
 		if n >= v.Cap() {
 			v.Grow(1)
 		}
@@ -318,7 +298,7 @@ func (d *decoder) array(v reflect.Value) {
 		}
 		d.value(v.Index(n)) // over what is there, as encoding/json
 		n++
-	}
+	})
 	if n < v.Len() {
 		v.SetLen(n)
 	}
@@ -365,10 +345,26 @@ func (d *decoder) object(v reflect.Value) {
 // members calls fn with each key of the object at d.i, positioned at its
 // value; fn must consume the value.
 func (d *decoder) members(fn func(key string)) {
-	d.i++ // {
+	d.items('}', func() {
+		key := d.str()
+		d.ws()
+		d.i++ // :
+		d.ws()
+		fn(key)
+	})
+}
+
+// elements calls fn for each element of the array at d.i, positioned at
+// it; fn must consume the element.
+func (d *decoder) elements(fn func()) { d.items(']', fn) }
+
+// items calls fn at each item of the object or array at d.i, which end
+// closes, until an Unmarshaler's error ends decoding.
+func (d *decoder) items(end byte, fn func()) {
+	d.i++ // { or [
 	for first := true; d.abort == nil; first = false {
 		d.ws()
-		if d.data[d.i] == '}' {
+		if d.data[d.i] == end {
 			d.i++
 			return
 		}
@@ -376,11 +372,7 @@ func (d *decoder) members(fn func(key string)) {
 			d.i++ // ,
 			d.ws()
 		}
-		key := d.str()
-		d.ws()
-		d.i++ // :
-		d.ws()
-		fn(key)
+		fn()
 	}
 }
 
