@@ -30,7 +30,7 @@ func marshalResult(r *current.Result) ([]byte, error) {
 		e.optStrs("nameservers", d.Nameservers)
 		e.optStrs("options", d.Options)
 		e.optStrs("search", d.Search)
-		e.close()
+		e.close('}')
 	}
 	if len(r.Interfaces) > 0 {
 		e.key("interfaces")
@@ -44,7 +44,7 @@ func marshalResult(r *current.Result) ([]byte, error) {
 		e.key("routes")
 		list(e, r.Routes, e.route)
 	}
-	e.close()
+	e.close('}')
 	if e.err != nil {
 		return nil, e.err
 	}
@@ -133,8 +133,7 @@ func (e *encoder) optStrs(k string, vs []string) {
 		e.sep()
 		e.b = appendString(e.b, v)
 	}
-	e.b = append(e.b, ']')
-	e.first = false
+	e.close(']')
 }
 
 // list writes a JSON array; a nil element is null, as encoding/json writes
@@ -149,8 +148,7 @@ func list[T any](e *encoder, xs []*T, each func(*T)) {
 		}
 		each(x)
 	}
-	e.b = append(e.b, ']')
-	e.first = false
+	e.close(']')
 }
 
 // Members in sorted order, as the map they passed through.
@@ -162,7 +160,7 @@ func (e *encoder) iface(i *current.Interface) {
 	e.optStr("pciID", i.PciID)
 	e.optStr("sandbox", i.Sandbox)
 	e.optStr("socketPath", i.SocketPath)
-	e.close()
+	e.close('}')
 }
 
 func (e *encoder) ipConfig(c *current.IPConfig) {
@@ -170,7 +168,7 @@ func (e *encoder) ipConfig(c *current.IPConfig) {
 	e.str("address", c.Address.String())
 	e.optIP("gateway", c.Gateway)
 	e.optIntPtr("interface", c.Interface)
-	e.close()
+	e.close('}')
 }
 
 func (e *encoder) route(r *types.Route) {
@@ -182,11 +180,12 @@ func (e *encoder) route(r *types.Route) {
 	e.optInt("priority", r.Priority)
 	e.optIntPtr("scope", r.Scope)
 	e.optIntPtr("table", r.Table)
-	e.close()
+	e.close('}')
 }
 
-func (e *encoder) close() {
-	e.b = append(e.b, '}')
+// close ends the object or array that open began.
+func (e *encoder) close(c byte) {
+	e.b = append(e.b, c)
 	e.first = false
 }
 
