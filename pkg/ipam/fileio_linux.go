@@ -7,6 +7,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/netdrivers/netdrivers/pkg/eintr"
 	"github.com/netdrivers/netdrivers/pkg/safefile"
 )
 
@@ -74,10 +75,7 @@ func writeInPlace(dirfd int, name string, data []byte) error {
 
 func pwriteAll(fd int, data []byte) error {
 	for off := 0; off < len(data); {
-		n, err := unix.Pwrite(fd, data[off:], int64(off))
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
+		n, err := eintr.Retry(func() (int, error) { return unix.Pwrite(fd, data[off:], int64(off)) })
 		if err != nil {
 			return err
 		}

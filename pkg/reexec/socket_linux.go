@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/netdrivers/netdrivers/pkg/eintr"
 )
 
 // A detached helper serves later plugin calls of its namespace on an
@@ -19,7 +21,7 @@ import (
 // call one second (send and receive timeouts), then the caller's fallback.
 func Dial(addr string) (int, error) {
 	// A connect interrupted by a signal goes on unseen: start over.
-	return retry(func() (int, error) { return dial(addr) })
+	return eintr.Retry(func() (int, error) { return dial(addr) })
 }
 
 func dial(addr string) (int, error) {
@@ -54,28 +56,16 @@ func connectRoot(fd int, addr string) error {
 	return nil
 }
 
-// retry repeats a socket call that a signal interrupted: the Go runtime
-// signals its threads (preemption), and calls on a socket with a timeout
-// are not restarted.
-func retry[T any](call func() (T, error)) (T, error) {
-	for {
-		v, err := call()
-		if !errors.Is(err, unix.EINTR) {
-			return v, err
-		}
-	}
-}
-
 // Send writes one request on fd.
 func Send(fd int, msg, oob []byte) error {
-	_, err := retry(func() (struct{}, error) { return struct{}{}, unix.Sendmsg(fd, msg, oob, nil, 0) })
+	_, err := eintr.Retry(func() (struct{}, error) { return struct{}{}, unix.Sendmsg(fd, msg, oob, nil, 0) })
 	return err
 }
 
 // Ack waits for the helper's acknowledgement on fd.
 func Ack(fd int) error {
 	var ack [1]byte
-	n, err := retry(func() (int, error) { return unix.Read(fd, ack[:]) })
+	n, err := eintr.Retry(func() (int, error) { return unix.Read(fd, ack[:]) })
 	if err != nil {
 		return err
 	}

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/netdrivers/netdrivers/pkg/cnierr"
+	"github.com/netdrivers/netdrivers/pkg/eintr"
 )
 
 // MaxSize bounds what Read returns; state files are small.
@@ -65,10 +66,7 @@ func ReadAt(dirfd int, name string, max int) ([]byte, error) {
 		if len(data) == cap(data) {
 			data = slices.Grow(data, 512)
 		}
-		n, err := unix.Read(fd, data[len(data):cap(data)])
-		if err == unix.EINTR {
-			continue
-		}
+		n, err := eintr.Retry(func() (int, error) { return unix.Read(fd, data[len(data):cap(data)]) })
 		if err != nil {
 			return nil, &os.PathError{Op: "read", Path: name, Err: err}
 		}
@@ -87,25 +85,17 @@ func open(path string, flags int, perm uint32) (int, error) {
 
 // openAt is open relative to the directory dirfd.
 func openAt(dirfd int, path string, flags int, perm uint32) (int, error) {
-	for {
-		fd, err := unix.Openat(dirfd, path, flags, perm)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return -1, &os.PathError{Op: "open", Path: path, Err: err}
-		}
-		return fd, nil
+	fd, err := eintr.Retry(func() (int, error) { return unix.Openat(dirfd, path, flags, perm) })
+	if err != nil {
+		return -1, &os.PathError{Op: "open", Path: path, Err: err}
 	}
+	return fd, nil
 }
 
 // writeAll writes data to fd.
 func writeAll(fd int, name string, data []byte) error {
 	for len(data) > 0 {
-		n, err := unix.Write(fd, data)
-		if err == unix.EINTR {
-			continue
-		}
+		n, err := eintr.Retry(func() (int, error) { return unix.Write(fd, data) })
 		if err != nil {
 			return &os.PathError{Op: "write", Path: name, Err: err}
 		}
@@ -272,12 +262,8 @@ func Acquire(ctx context.Context, path string) (*Lock, error) {
 }
 
 func flockRetry(fd int) error {
-	for {
-		err := unix.Flock(fd, unix.LOCK_EX)
-		if err != unix.EINTR {
-			return err
-		}
-	}
+	_, err := eintr.Retry(func() (struct{}, error) { return struct{}{}, unix.Flock(fd, unix.LOCK_EX) })
+	return err
 }
 
 // Unlock releases the lock. Safe on nil.
