@@ -262,6 +262,19 @@ func assertHostNoIPv6(t *testing.T, n *node, c *container) {
 	}
 }
 
+// assertMACKept checks that link in ns carries want and that the kernel
+// took it as set by userspace, which udev's MACAddressPolicy leaves alone
+// (a random MAC it would replace behind the result's back).
+func assertMACKept(t *testing.T, ns *nettest.NS, link, want string) {
+	t.Helper()
+	if got := nettest.Link(t, ns, link).Attrs().HardwareAddr.String(); got != want {
+		t.Errorf("%s has MAC %s, want %s", link, got, want)
+	}
+	if got := ns.AddrAssignType(t, link); got != "3" {
+		t.Errorf("%s: addr_assign_type = %s, want 3 (set by us, so udev keeps it)", link, got)
+	}
+}
+
 // linkLocals are the IPv6 link-local addresses on link in ns (made by the
 // kernel when the link comes up, unless addr_gen_mode is none).
 func linkLocals(t *testing.T, ns *nettest.NS, link string) []string {

@@ -50,6 +50,9 @@ func TestBridgeLifecycle(t *testing.T) {
 			}
 			if atLeast(ver, "0.3.0") {
 				assertHostNoIPv6(t, n, c)
+				for _, i := range c.res.Interfaces[:2] { // the bridge and the host veth
+					assertMACKept(t, n.host, i.Name, i.Mac)
+				}
 			}
 			if atLeast(ver, "0.4.0") {
 				n.cni.MustCheck(t, list, c.rt)

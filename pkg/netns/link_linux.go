@@ -3,6 +3,8 @@ package netns
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"net"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -15,6 +17,16 @@ var ErrWrongType = errors.New("link is of another type")
 func IsLinkNotFound(err error) bool {
 	var nf netlink.LinkNotFoundError
 	return errors.As(err, &nf) || errors.Is(err, unix.ENODEV) || errors.Is(err, unix.ENOENT)
+}
+
+// LocalMAC is a random locally administered unicast MAC, for a link made
+// in the host namespace. A MAC given at creation is one the kernel marks
+// as set (addr_assign_type 3), which systemd-udevd's MACAddressPolicy
+// leaves alone: a random one it would replace shortly after creation,
+// behind the result's back and after neighbours learnt it.
+func LocalMAC() net.HardwareAddr {
+	v := rand.Uint64()
+	return net.HardwareAddr{byte(v>>40)&0xfe | 0x02, byte(v >> 32), byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}
 }
 
 // DelLink deletes the link name in h when it is of type typ (as

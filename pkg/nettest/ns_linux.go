@@ -196,6 +196,19 @@ func (n *NS) ReadSysctl(t testing.TB, key string) string {
 	return strings.TrimSpace(string(v))
 }
 
+// AddrAssignType is the kernel's addr_assign_type of link in the
+// namespace: 1 random (which udev's MACAddressPolicy replaces), 3 set by
+// userspace. Only sysfs has it, so it is read through "ip netns exec",
+// which mounts the namespace's own.
+func (n *NS) AddrAssignType(t testing.TB, link string) string {
+	t.Helper()
+	out, err := exec.Command("ip", "netns", "exec", n.Name, "cat", "/sys/class/net/"+link+"/addr_assign_type").CombinedOutput()
+	if err != nil {
+		t.Fatalf("addr_assign_type of %s in %s: %v: %s", link, n.Name, err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
 // Run executes a command inside the namespace and returns its combined
 // output.
 func (n *NS) Run(name string, args ...string) (string, error) {

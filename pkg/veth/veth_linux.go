@@ -57,7 +57,8 @@ type Pair struct {
 // Add creates a veth pair, s.HostName in host (enslaved to s.MasterIdx,
 // up) and s.ContName in cont (up), in one create without a namespace
 // move. On error nothing is left.
-// Equivalent to: ip link add HOST mtu MTU master BR up type veth peer CONT address MAC netns CONT
+// The host end's MAC is chosen here (netns.LocalMAC), so udev keeps it.
+// Equivalent to: ip link add HOST address HMAC mtu MTU master BR up type veth peer CONT address MAC netns CONT
 // (and, with NoLinkLocal: ip -n CONT link set CONT addrgenmode none; with
 // HostNoIPv6 the host end comes up after sysctl net.ipv6.conf.HOST.disable_ipv6=1)
 func Add(host, cont *netns.Handle, s Spec) (_ Pair, err error) {
@@ -74,6 +75,7 @@ func Add(host, cont *netns.Handle, s Spec) (_ Pair, err error) {
 
 	la := netlink.NewLinkAttrs()
 	la.Name, la.MTU, la.Flags, la.MasterIndex = s.HostName, s.MTU, net.FlagUp, s.MasterIdx
+	la.HardwareAddr = netns.LocalMAC()
 	if s.HostNoIPv6 {
 		la.Flags = 0 // up once IPv6 is off
 	}

@@ -215,6 +215,9 @@ func (s *shim) ensureLink(parent netlink.Link) (netlink.Link, bool, error) {
 	}
 	la := netlink.NewLinkAttrs()
 	la.Name, la.ParentIndex, la.Flags = name, parent.Attrs().Index, net.FlagUp
+	// A MAC of ours, which udev keeps: one it replaced after the
+	// containers had learnt it would cut them off from the host.
+	la.HardwareAddr = netns.LocalMAC()
 	mv := &netlink.Macvlan{LinkAttrs: la, Mode: netlink.MACVLAN_MODE_BRIDGE}
 	if err := s.nl().LinkAdd(mv); err != nil {
 		return nil, false, fmt.Errorf("create host shim %q on %q: %w", name, s.parent, classifyAdd(err, linkSpec{Parent: parent, Mode: mv.Mode}))
