@@ -131,3 +131,30 @@ func TestFloorBelow(t *testing.T) {
 		t.Errorf("2.5 ms against a floor of 3.0 in the node: %v, want one complaint", bad)
 	}
 }
+
+// TestFloorExecLower: the exec floor is timed at the start and the end of a
+// run, and every ratio to it uses the lower of the two, so that a burst of
+// load during one timing cannot make a plugin look closer to the floor.
+func TestFloorExecLower(t *testing.T) {
+	round := func(p50 float64) []*Round {
+		return []*Round{{W: 0, C: 1, Verbs: map[string]*VerbRun{"ADD": {Summary: Summary{N: 1, P50: p50}}}}}
+	}
+	for _, tc := range []struct {
+		start, end, want float64
+	}{{7.8, 3.1, 3.1}, {3.1, 7.8, 3.1}, {3.1, 0, 3.1}} {
+		r := &Report{cfg: &config{cs: []int{1}}, Runs: []*Run{
+			{Scenario: floorExec, Side: "floor", Status: "ok", Rounds: round(tc.start)},
+			{Scenario: "ours/macvlan", Side: "ours", Status: "ok", Rounds: round(6.2)},
+		}}
+		if tc.end > 0 {
+			r.Runs = append(r.Runs, &Run{Scenario: floorExecEnd, Side: "floor", Status: "ok", Rounds: round(tc.end)})
+		}
+		if got := r.p50(floorExec, 0, 1, "ADD"); got != tc.want {
+			t.Errorf("floors %v and %v: exec floor %v, want %v", tc.start, tc.end, got, tc.want)
+		}
+		r.Ratios = r.ratios()
+		if got, want := r.findRatio("ours/exec", "ours/macvlan", floorExec, 0, 1, "ADD"), 6.2/tc.want; got != want {
+			t.Errorf("floors %v and %v: macvlan ÷ exec floor = %v, want %v", tc.start, tc.end, got, want)
+		}
+	}
+}

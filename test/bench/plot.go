@@ -76,7 +76,7 @@ func (r *Report) plotSeries(verb string) []series {
 		}
 	}
 	floors := []struct{ sc, label, color string }{
-		{"floor/exec", "exec floor (no-op plugin)", "#000000"},
+		{floorExec, "exec floor (no-op plugin)", "#000000"},
 		{"floor/kernel", "kernel floor (bare veth)", "#9b30d9"},
 	}
 	for _, f := range floors {

@@ -52,7 +52,7 @@ func checkSummary(s Summary) string {
 // loopback only set lo up, so they sit within noise of the floor and are
 // left out.
 func (r *Report) floorBelow() []string {
-	if !slices.ContainsFunc(r.Runs, func(run *Run) bool { return run.Scenario == "floor/exec" }) {
+	if !slices.ContainsFunc(r.Runs, func(run *Run) bool { return run.Scenario == floorExec }) {
 		return nil // left out with -only
 	}
 	var bad []string
@@ -62,7 +62,7 @@ func (r *Report) floorBelow() []string {
 			continue
 		}
 		for _, rd := range run.Rounds {
-			floor, ok := r.summary("floor/exec", 0, rd.C, "ADD")
+			floor, ok := r.summary(floorExec, 0, rd.C, "ADD")
 			if !ok {
 				return append(bad, "no exec floor measured")
 			}

@@ -67,6 +67,13 @@ func single(typ string) func(string) []map[string]any {
 	return func(string) []map[string]any { return []map[string]any{{"type": typ}} }
 }
 
+// floorExec is the exec floor's scenario, floorExecEnd the same timed again
+// after every other scenario; Report.summary gives the lower of the two.
+const (
+	floorExec    = "floor/exec"
+	floorExecEnd = "floor/exec-end"
+)
+
 // scenarios lists every scenario of a full run, with W and N for it.
 // W: ours 0, 500, 900; the reference 0 and 500 (it takes minutes to fill);
 // plugins that make nothing on the node (none, loopback, the floors) only
@@ -79,7 +86,7 @@ func scenarios(quick bool) []Scenario {
 		ours, ref, n, refN = []int{0, 20}, []int{0}, 12, 8
 	}
 	return []Scenario{
-		{Name: "floor/exec", Side: "floor", What: "no-op plugin: exec + skel + result (the exec floor)",
+		{Name: floorExec, Side: "floor", What: "no-op plugin: exec + skel + result (the exec floor)",
 			Plugins: []string{"noop"}, Quick: true, Ws: flat, N: n, plugins: single("noop")},
 		{Name: "floor/kernel", Side: "floor", What: "bare veth add + delete from Go (the kernel floor)",
 			Kernel: true, Links: true, Quick: true, Ws: flat, N: n},
