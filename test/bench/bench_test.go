@@ -158,3 +158,37 @@ func TestFloorExecLower(t *testing.T) {
 		}
 	}
 }
+
+// TestStealLine: the report gives the median and largest steal share of
+// the rounds and names those over stealNoisy.
+func TestStealLine(t *testing.T) {
+	r := &Report{Runs: []*Run{
+		{Scenario: "ours/bridge-nft", Rounds: []*Round{{W: 0, C: 1, Steal: 0.01}, {W: 900, C: 1, Steal: 0.02}}},
+		{Scenario: "ref/macvlan", Rounds: []*Round{{W: 500, C: 8, Steal: 0.25}}},
+	}}
+	got := stealLine(r)
+	for _, want := range []string{"2.0 % of the CPU time during a round (median)", "25.0 % at most", "ref/macvlan W=500 C=8 25 %"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("steal line %q lacks %q", got, want)
+		}
+	}
+	if strings.Contains(got, "bridge-nft W=") {
+		t.Errorf("steal line %q names a quiet round", got)
+	}
+}
+
+// TestParseCPULine: idle counts iowait, steal is the eighth field, and the
+// total leaves out guest time (already in user).
+func TestParseCPULine(t *testing.T) {
+	s, err := parseCPULine("cpu  2381723 0 2296798 4427791 22221 0 128726 254763 50 60")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := cpuSample{idle: 4427791 + 22221, steal: 254763, total: 2381723 + 2296798 + 4427791 + 22221 + 128726 + 254763}
+	if s != want {
+		t.Errorf("parsed %+v, want %+v", s, want)
+	}
+	if _, err := parseCPULine("intr 1 2 3"); err == nil {
+		t.Error("a line that is not cpu's parsed")
+	}
+}

@@ -36,6 +36,7 @@ func runKernel(ctx context.Context, sc Scenario, cfg *config, env *hostEnv, run 
 			return err
 		}
 		r := &Round{W: 0, C: c, Verbs: map[string]*VerbRun{}, SettleMS: ms(waited), Idle: idle}
+		start, _ := cpuTimes()
 		r.Verbs["ADD"] = batch(ctx, c, sc.N, func(_ context.Context, w, i int) error {
 			la := netlink.NewLinkAttrs()
 			la.Name = name(i)
@@ -51,6 +52,7 @@ func runKernel(ctx context.Context, sc Scenario, cfg *config, env *hostEnv, run 
 		r.Verbs["DEL"] = batch(ctx, c, sc.N, func(_ context.Context, w, i int) error {
 			return handles[w].LinkDel(links[i])
 		})
+		r.Steal = stealSince(start)
 		run.Rounds = append(run.Rounds, r)
 		for _, v := range r.Verbs {
 			if v.FirstError != "" {

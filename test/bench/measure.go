@@ -56,6 +56,9 @@ type Round struct {
 	// the CPU's idle share when it started (settle.go).
 	SettleMS float64 `json:"settle_ms"`
 	Idle     float64 `json:"idle_at_start"`
+	// Steal is the share of the machine's CPU time the hypervisor gave
+	// to other guests during the round.
+	Steal float64 `json:"steal"`
 }
 
 // VerbRun holds one verb's raw samples (successful calls, µs) and summary.
@@ -260,6 +263,8 @@ func (p *pluginBench) round(ctx context.Context, c int) (*Round, error) {
 		"DEL": func(ctx context.Context, _, i int) error { return p.cni.DelNetworkList(ctx, p.list, rts[i]) },
 	}
 	r := &Round{W: p.live, C: c, Verbs: map[string]*VerbRun{}}
+	start, _ := cpuTimes()
+	defer func() { r.Steal = stealSince(start) }()
 	var errs []error
 	for _, verb := range Verbs {
 		p.cni.takeCPU()

@@ -290,5 +290,34 @@ func settleLine(r *Report) string {
 	}
 	sort.Float64s(waits)
 	return fmt.Sprintf(" Each round started once the CPU was %.0f %% idle over %.1f s (settle.go), after %.1f s (median) to %.1f s; %d of %d rounds started busier, at the %.0f s cap.",
-		settleIdle*100, settleWindow.Seconds(), waits[len(waits)/2], waits[len(waits)-1], capped, len(waits), settleMax.Seconds())
+		settleIdle*100, settleWindow.Seconds(), waits[len(waits)/2], waits[len(waits)-1], capped, len(waits), settleMax.Seconds()) + stealLine(r)
 }
+
+// stealLine says how much CPU time the hypervisor took during the rounds,
+// and names the rounds where it took more than stealNoisy of it: their
+// numbers are slower than the code.
+func stealLine(r *Report) string {
+	var all []float64
+	var noisy []string
+	for _, run := range r.Runs {
+		for _, rd := range run.Rounds {
+			all = append(all, rd.Steal)
+			if rd.Steal > stealNoisy {
+				noisy = append(noisy, fmt.Sprintf("%s W=%d C=%d %.0f %%", run.Scenario, rd.W, rd.C, rd.Steal*100))
+			}
+		}
+	}
+	if len(all) == 0 {
+		return ""
+	}
+	sort.Float64s(all)
+	line := fmt.Sprintf(" The hypervisor took %.1f %% of the CPU time during a round (median), %.1f %% at most (steal, /proc/stat)",
+		all[len(all)/2]*100, all[len(all)-1]*100)
+	if len(noisy) > 0 {
+		return line + "; over " + fmt.Sprintf("%.0f %%", stealNoisy*100) + " in " + strings.Join(noisy, ", ") + "."
+	}
+	return line + "."
+}
+
+// stealNoisy is the steal share above which a round is named as noisy.
+const stealNoisy = 0.05

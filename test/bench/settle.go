@@ -49,17 +49,31 @@ func settle(ctx context.Context) (time.Duration, float64, error) {
 	}
 }
 
-type cpuSample struct{ idle, total uint64 }
+type cpuSample struct{ idle, steal, total uint64 }
 
-// cpuTimes reads the machine's CPU time (/proc/stat, first line): idle
-// (with iowait) and the total of user, nice, system, idle, iowait, irq,
-// softirq and steal.
+// stealSince is the share of the machine's CPU time since prev that the
+// hypervisor gave to other guests (steal): time no call could use.
+func stealSince(prev cpuSample) float64 {
+	cur, err := cpuTimes()
+	if err != nil || cur.total <= prev.total {
+		return 0 // settle, which reads the same file, fails first
+	}
+	return float64(cur.steal-prev.steal) / float64(cur.total-prev.total)
+}
+
+// cpuTimes reads the machine's CPU time (/proc/stat, first line).
 func cpuTimes() (cpuSample, error) {
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
 		return cpuSample{}, err
 	}
 	line, _, _ := strings.Cut(string(b), "\n")
+	return parseCPULine(line)
+}
+
+// parseCPULine reads /proc/stat's "cpu" line: idle (with iowait), steal,
+// and the total of user, nice, system, idle, iowait, irq, softirq and steal.
+func parseCPULine(line string) (cpuSample, error) {
 	f := strings.Fields(line)
 	if len(f) < 9 || f[0] != "cpu" {
 		return cpuSample{}, fmt.Errorf("/proc/stat: unexpected first line %q", line)
@@ -71,8 +85,11 @@ func cpuTimes() (cpuSample, error) {
 			return cpuSample{}, fmt.Errorf("/proc/stat: %q: %w", v, err)
 		}
 		s.total += n
-		if i == 3 || i == 4 { // idle, iowait
+		switch i {
+		case 3, 4: // idle, iowait
 			s.idle += n
+		case 7:
+			s.steal = n
 		}
 	}
 	return s, nil
