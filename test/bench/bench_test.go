@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"encoding/xml"
+	"errors"
 	"math"
 	"strings"
 	"testing"
@@ -164,10 +166,11 @@ func TestFloorExecLower(t *testing.T) {
 func TestStealLine(t *testing.T) {
 	r := &Report{Runs: []*Run{
 		{Scenario: "ours/bridge-nft", Rounds: []*Round{{W: 0, C: 1, Steal: 0.01}, {W: 900, C: 1, Steal: 0.02}}},
-		{Scenario: "ref/macvlan", Rounds: []*Round{{W: 500, C: 8, Steal: 0.25}}},
+		{Scenario: "ref/macvlan", Rounds: []*Round{{W: 500, C: 8, Steal: 0.25, StealDropped: []float64{0.3, 0.4}}}},
 	}}
 	got := stealLine(r)
-	for _, want := range []string{"2.0 % of the CPU time during a round (median)", "25.0 % at most", "ref/macvlan W=500 C=8 25 %"} {
+	for _, want := range []string{"2.0 % of the CPU time during a round (median)", "25.0 % at most", "ref/macvlan W=500 C=8 25 %",
+		"1 rounds over 10 % were timed again"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("steal line %q lacks %q", got, want)
 		}
@@ -190,5 +193,43 @@ func TestParseCPULine(t *testing.T) {
 	}
 	if _, err := parseCPULine("intr 1 2 3"); err == nil {
 		t.Error("a line that is not cpu's parsed")
+	}
+}
+
+// TestQuietRound: a round the hypervisor took over stealRetry of the CPU
+// from is timed again, at most stealRetries more times and within the
+// time left, and the attempt with the least steal is kept; a failed one
+// ends it.
+func TestQuietRound(t *testing.T) {
+	settleRound = func(context.Context) (time.Duration, float64, error) { return 0, 1, nil }
+	t.Cleanup(func() { settleRound = settle })
+	for _, tc := range []struct {
+		steals    []float64
+		left      time.Duration
+		fail      int // attempt that fails (1-based), 0: none
+		calls     int
+		kept      float64
+		dropped   int
+		wantError bool
+	}{
+		{steals: []float64{0.02}, left: time.Minute, calls: 1, kept: 0.02},
+		{steals: []float64{0.3, 0.05}, left: time.Minute, calls: 2, kept: 0.05, dropped: 1},
+		{steals: []float64{0.3, 0.4, 0.2, 0.01}, left: time.Minute, calls: 3, kept: 0.2, dropped: 2},
+		{steals: []float64{0.3, 0.01}, left: 0, calls: 1, kept: 0.3},
+		{steals: []float64{0.3, 0.01}, left: time.Minute, fail: 2, calls: 2, kept: 0.01, wantError: true},
+	} {
+		calls, left := 0, tc.left
+		r, err := quietRound(context.Background(), &left, func() (*Round, error) {
+			calls++
+			r := &Round{Steal: tc.steals[calls-1]}
+			if calls == tc.fail {
+				return r, errors.New("a call failed")
+			}
+			return r, nil
+		})
+		if calls != tc.calls || r == nil || r.Steal != tc.kept || len(r.StealDropped) != tc.dropped || (err != nil) != tc.wantError {
+			t.Errorf("steals %v, left %v: %d attempts, kept %+v, error %v; want %d attempts, steal %v kept, %d dropped",
+				tc.steals, tc.left, calls, r, err, tc.calls, tc.kept, tc.dropped)
+		}
 	}
 }

@@ -31,33 +31,38 @@ func runKernel(ctx context.Context, sc Scenario, cfg *config, env *hostEnv, run 
 			handles[i] = h
 		}
 		name := func(i int) string { return fmt.Sprintf("vk%d", i) }
-		waited, idle, err := settle(ctx)
+		r, err := quietRound(ctx, &cfg.retryLeft, func() (*Round, error) {
+			r := &Round{W: 0, C: c, Verbs: map[string]*VerbRun{}}
+			start, _ := cpuTimes()
+			r.Verbs["ADD"] = batch(ctx, c, sc.N, func(_ context.Context, w, i int) error {
+				la := netlink.NewLinkAttrs()
+				la.Name = name(i)
+				return handles[w].LinkAdd(&netlink.Veth{LinkAttrs: la, PeerName: "eth0",
+					PeerNamespace: netlink.NsFd(pool[i].Handle().Fd())})
+			})
+			links := make([]netlink.Link, sc.N)
+			for i := range links {
+				var err error
+				if links[i], err = handles[0].LinkByName(name(i)); err != nil {
+					return nil, fmt.Errorf("find %s: %w", name(i), err)
+				}
+			}
+			r.Verbs["DEL"] = batch(ctx, c, sc.N, func(_ context.Context, w, i int) error {
+				return handles[w].LinkDel(links[i])
+			})
+			r.Steal = stealSince(start)
+			for _, v := range r.Verbs {
+				if v.FirstError != "" {
+					return r, fmt.Errorf("kernel floor at C=%d: %s", c, v.FirstError)
+				}
+			}
+			return r, nil
+		})
+		if r != nil {
+			run.Rounds = append(run.Rounds, r)
+		}
 		if err != nil {
 			return err
-		}
-		r := &Round{W: 0, C: c, Verbs: map[string]*VerbRun{}, SettleMS: ms(waited), Idle: idle}
-		start, _ := cpuTimes()
-		r.Verbs["ADD"] = batch(ctx, c, sc.N, func(_ context.Context, w, i int) error {
-			la := netlink.NewLinkAttrs()
-			la.Name = name(i)
-			return handles[w].LinkAdd(&netlink.Veth{LinkAttrs: la, PeerName: "eth0",
-				PeerNamespace: netlink.NsFd(pool[i].Handle().Fd())})
-		})
-		links := make([]netlink.Link, sc.N)
-		for i := range links {
-			if links[i], err = handles[0].LinkByName(name(i)); err != nil {
-				return fmt.Errorf("find %s: %w", name(i), err)
-			}
-		}
-		r.Verbs["DEL"] = batch(ctx, c, sc.N, func(_ context.Context, w, i int) error {
-			return handles[w].LinkDel(links[i])
-		})
-		r.Steal = stealSince(start)
-		run.Rounds = append(run.Rounds, r)
-		for _, v := range r.Verbs {
-			if v.FirstError != "" {
-				return fmt.Errorf("kernel floor at C=%d: %s", c, v.FirstError)
-			}
 		}
 		progress("  %s: C=%d  veth add p50 %.2f ms  veth del p50 %.2f ms", sc.Name, c,
 			r.Verbs["ADD"].Summary.P50, r.Verbs["DEL"].Summary.P50)

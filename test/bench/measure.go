@@ -57,8 +57,10 @@ type Round struct {
 	SettleMS float64 `json:"settle_ms"`
 	Idle     float64 `json:"idle_at_start"`
 	// Steal is the share of the machine's CPU time the hypervisor gave
-	// to other guests during the round.
-	Steal float64 `json:"steal"`
+	// to other guests during the round; StealDropped that of the attempts
+	// timed before or after it and dropped for more of it (settle.go).
+	Steal        float64   `json:"steal"`
+	StealDropped []float64 `json:"steal_dropped,omitempty"`
 }
 
 // VerbRun holds one verb's raw samples (successful calls, µs) and summary.
@@ -314,12 +316,10 @@ func runPlugin(ctx context.Context, sc Scenario, cfg *config, env *hostEnv, u *u
 		}
 		run.Probes = append(run.Probes, pr)
 		for _, c := range cfg.cs {
-			waited, idle, err := settle(ctx)
-			if err != nil {
+			r, err := quietRound(ctx, &cfg.retryLeft, func() (*Round, error) { return p.round(ctx, c) })
+			if r == nil {
 				return err
 			}
-			r, err := p.round(ctx, c)
-			r.SettleMS, r.Idle = ms(waited), idle
 			run.Rounds = append(run.Rounds, r)
 			if err != nil {
 				roundErrs = append(roundErrs, err)
@@ -328,8 +328,8 @@ func runPlugin(ctx context.Context, sc Scenario, cfg *config, env *hostEnv, u *u
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			progress("  %s: W=%d C=%d  ADD p50 %.2f ms  CHECK p50 %.2f ms  DEL p50 %.2f ms  (settled %.1f s, idle %.0f %%)", sc.Name, w, c,
-				r.Verbs["ADD"].Summary.P50, r.Verbs["CHECK"].Summary.P50, r.Verbs["DEL"].Summary.P50, waited.Seconds(), idle*100)
+			progress("  %s: W=%d C=%d  ADD p50 %.2f ms  CHECK p50 %.2f ms  DEL p50 %.2f ms  (settled %.1f s, idle %.0f %%, steal %.0f %%)", sc.Name, w, c,
+				r.Verbs["ADD"].Summary.P50, r.Verbs["CHECK"].Summary.P50, r.Verbs["DEL"].Summary.P50, r.SettleMS/1000, r.Idle*100, r.Steal*100)
 		}
 	}
 	for tool, dir := range map[string]string{"strace": cfg.straceDir, "perf": cfg.perfDir} {

@@ -299,9 +299,13 @@ func settleLine(r *Report) string {
 func stealLine(r *Report) string {
 	var all []float64
 	var noisy []string
+	again := 0
 	for _, run := range r.Runs {
 		for _, rd := range run.Rounds {
 			all = append(all, rd.Steal)
+			if len(rd.StealDropped) > 0 {
+				again++
+			}
 			if rd.Steal > stealNoisy {
 				noisy = append(noisy, fmt.Sprintf("%s W=%d C=%d %.0f %%", run.Scenario, rd.W, rd.C, rd.Steal*100))
 			}
@@ -313,6 +317,9 @@ func stealLine(r *Report) string {
 	sort.Float64s(all)
 	line := fmt.Sprintf(" The hypervisor took %.1f %% of the CPU time during a round (median), %.1f %% at most (steal, /proc/stat)",
 		all[len(all)/2]*100, all[len(all)-1]*100)
+	if again > 0 {
+		line += fmt.Sprintf("; %d rounds over %.0f %% were timed again and the attempt with the least kept", again, stealRetry*100)
+	}
 	if len(noisy) > 0 {
 		return line + "; over " + fmt.Sprintf("%.0f %%", stealNoisy*100) + " in " + strings.Join(noisy, ", ") + "."
 	}
