@@ -170,7 +170,7 @@ func TestStealLine(t *testing.T) {
 	}}
 	got := stealLine(r)
 	for _, want := range []string{"2.0 % of the CPU time during a round (median)", "25.0 % at most", "ref/macvlan W=500 C=8 25 %",
-		"1 rounds over 10 % were timed again"} {
+		"1 round over 10 % was timed again, keeping the attempt with the least steal"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("steal line %q lacks %q", got, want)
 		}

@@ -318,7 +318,11 @@ func stealLine(r *Report) string {
 	line := fmt.Sprintf(" The hypervisor took %.1f %% of the CPU time during a round (median), %.1f %% at most (steal, /proc/stat)",
 		all[len(all)/2]*100, all[len(all)-1]*100)
 	if again > 0 {
-		line += fmt.Sprintf("; %d rounds over %.0f %% were timed again and the attempt with the least kept", again, stealRetry*100)
+		were := "rounds over %.0f %% were"
+		if again == 1 {
+			were = "round over %.0f %% was"
+		}
+		line += fmt.Sprintf("; %d "+were+" timed again, keeping the attempt with the least steal", again, stealRetry*100)
 	}
 	if len(noisy) > 0 {
 		return line + "; over " + fmt.Sprintf("%.0f %%", stealNoisy*100) + " in " + strings.Join(noisy, ", ") + "."
