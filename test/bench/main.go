@@ -141,10 +141,10 @@ func run(cfg *config) (code int) {
 		}
 	}
 	rep := newReport(cfg)
-	// A full run takes about 10 minutes here: with 3 more for rounds timed
+	// A full run takes 8–11 minutes here: with 2 more for rounds timed
 	// again it stays under 15. A quick run checks sanity, not speed.
 	if !cfg.quick {
-		cfg.retryLeft = 3 * time.Minute
+		cfg.retryLeft = 2 * time.Minute
 	}
 	var floor *Scenario
 	for _, sc := range scenarios(cfg.quick) {
