@@ -201,8 +201,11 @@ func TestParseCPULine(t *testing.T) {
 // time left, and the attempt with the least steal is kept; a failed one
 // ends it.
 func TestQuietRound(t *testing.T) {
+	var calls int
+	var steals []float64
 	settleRound = func(context.Context) (time.Duration, float64, error) { return 0, 1, nil }
-	t.Cleanup(func() { settleRound = settle })
+	roundSteal = func() func() float64 { return func() float64 { return steals[calls-1] } }
+	t.Cleanup(func() { settleRound, roundSteal = settle, measureSteal })
 	for _, tc := range []struct {
 		steals    []float64
 		left      time.Duration
@@ -218,10 +221,11 @@ func TestQuietRound(t *testing.T) {
 		{steals: []float64{0.3, 0.01}, left: 0, calls: 1, kept: 0.3},
 		{steals: []float64{0.3, 0.01}, left: time.Minute, fail: 2, calls: 2, kept: 0.01, wantError: true},
 	} {
-		calls, left := 0, tc.left
+		calls, steals = 0, tc.steals
+		left := tc.left
 		r, err := quietRound(context.Background(), &left, func() (*Round, error) {
 			calls++
-			r := &Round{Steal: tc.steals[calls-1]}
+			r := &Round{}
 			if calls == tc.fail {
 				return r, errors.New("a call failed")
 			}

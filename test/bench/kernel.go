@@ -33,7 +33,6 @@ func runKernel(ctx context.Context, sc Scenario, cfg *config, env *hostEnv, run 
 		name := func(i int) string { return fmt.Sprintf("vk%d", i) }
 		r, err := quietRound(ctx, &cfg.retryLeft, func() (*Round, error) {
 			r := &Round{W: 0, C: c, Verbs: map[string]*VerbRun{}}
-			start, _ := cpuTimes()
 			r.Verbs["ADD"] = batch(ctx, c, sc.N, func(_ context.Context, w, i int) error {
 				la := netlink.NewLinkAttrs()
 				la.Name = name(i)
@@ -50,7 +49,6 @@ func runKernel(ctx context.Context, sc Scenario, cfg *config, env *hostEnv, run 
 			r.Verbs["DEL"] = batch(ctx, c, sc.N, func(_ context.Context, w, i int) error {
 				return handles[w].LinkDel(links[i])
 			})
-			r.Steal = stealSince(start)
 			for _, v := range r.Verbs {
 				if v.FirstError != "" {
 					return r, fmt.Errorf("kernel floor at C=%d: %s", c, v.FirstError)

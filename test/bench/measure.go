@@ -265,8 +265,6 @@ func (p *pluginBench) round(ctx context.Context, c int) (*Round, error) {
 		"DEL": func(ctx context.Context, _, i int) error { return p.cni.DelNetworkList(ctx, p.list, rts[i]) },
 	}
 	r := &Round{W: p.live, C: c, Verbs: map[string]*VerbRun{}}
-	start, _ := cpuTimes()
-	defer func() { r.Steal = stealSince(start) }()
 	var errs []error
 	for _, verb := range Verbs {
 		p.cni.takeCPU()

@@ -59,12 +59,20 @@ const (
 	stealRetries = 2
 )
 
-// settleRound is settle, replaced in tests.
-var settleRound = settle
+// settleRound and roundSteal are settle and measureSteal, replaced in tests.
+var settleRound, roundSteal = settle, measureSteal
+
+// measureSteal starts measuring the steal share; the function it returns
+// ends the measurement.
+func measureSteal() func() float64 {
+	start, _ := cpuTimes()
+	return func() float64 { return stealSince(start) }
+}
 
 // quietRound times a round with time1 once the machine is quiet (settle),
-// again while the hypervisor took too much of it (see stealRetry). An
-// attempt that failed is returned as it is.
+// records the steal share during it, and times it again while the
+// hypervisor took too much (see stealRetry). An attempt that failed is
+// returned as it is.
 func quietRound(ctx context.Context, left *time.Duration, time1 func() (*Round, error)) (*Round, error) {
 	var best *Round
 	var dropped []float64
@@ -73,15 +81,15 @@ func quietRound(ctx context.Context, left *time.Duration, time1 func() (*Round, 
 		if err != nil {
 			return nil, err
 		}
-		start := time.Now()
+		start, stop := time.Now(), roundSteal()
 		r, err := time1()
-		if r == nil || err != nil {
-			if r != nil {
-				r.SettleMS, r.Idle = ms(waited), idle
-			}
+		if r == nil {
+			return nil, err
+		}
+		r.SettleMS, r.Idle, r.Steal = ms(waited), idle, stop()
+		if err != nil {
 			return r, err
 		}
-		r.SettleMS, r.Idle = ms(waited), idle
 		switch {
 		case best == nil:
 			best = r
