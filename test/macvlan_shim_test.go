@@ -44,7 +44,7 @@ func TestMacvlanHostShim(t *testing.T) {
 	}
 	// One shim for both networks: its pool address from A, B's configured one.
 	shim := l.shim(t)
-	assertMACKept(t, l.host, shim, nettest.Link(t, l.host, shim).Attrs().HardwareAddr.String())
+	assertMACKept(t, l.host, shim, "")
 	addrs := nettest.Addrs(t, l.host, shim)
 	if len(addrs) != 2 || addrs[1].String() != "192.0.2.250/32" || addrs[0].Bits() != 32 {
 		t.Errorf("shim addresses = %v, want one /32 from A's pool and 192.0.2.250/32", addrs)
