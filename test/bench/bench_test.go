@@ -237,3 +237,54 @@ func TestQuietRound(t *testing.T) {
 		}
 	}
 }
+
+// TestTwinFlatness: with an empty twin timed beside the round at the
+// largest W, the flatness target divides that round's p50 by the p50 of
+// the twin's two rounds taken together, not by the W=0 round timed first.
+func TestTwinFlatness(t *testing.T) {
+	round := func(w int, samplesMS ...float64) *Round {
+		v := &VerbRun{}
+		var ds []time.Duration
+		for _, m := range samplesMS {
+			v.SamplesUS = append(v.SamplesUS, int64(m*1000))
+			ds = append(ds, time.Duration(m*float64(time.Millisecond)))
+		}
+		v.Summary = summarize(ds, 0, time.Second)
+		return &Round{W: w, C: 1, Verbs: map[string]*VerbRun{"ADD": v, "CHECK": v, "DEL": v}}
+	}
+	nft := &Run{Scenario: "ours/bridge-nft", Side: "ours", Status: "ok",
+		Probes: []Probe{{W: 0, P50: 3}, {W: 900, P50: 3}},
+		Rounds: []*Round{round(0, 5), round(900, 8)}}
+	r := &Report{cfg: &config{cs: []int{1}}, Runs: []*Run{nft}}
+	flat := func() Target {
+		t.Helper()
+		r.Ratios = r.ratios()
+		for _, tg := range r.targets() {
+			if strings.HasPrefix(tg.Name, "bridge-nft ADD flat") {
+				return tg
+			}
+		}
+		t.Fatal("no ADD flatness target")
+		return Target{}
+	}
+	if tg := flat(); tg.Status != "miss" || !strings.HasPrefix(tg.Got, "1.60×") {
+		t.Errorf("without a twin: %+v, want a miss at 8 ÷ 5", tg)
+	}
+	// Pooled p50 of 6.0 6.2 6.4 | 7.0 7.2 7.4 7.6 is 7.0; the rounds alone
+	// give 6.2 (1.29×) and 7.2 (1.11×).
+	nft.Twins = []Twin{{W: 900, C: 1, Rounds: []*Round{round(0, 6.0, 6.2, 6.4), round(0, 7.6, 7.0, 7.4, 7.2)}}}
+	tg := flat()
+	if got, want := r.findRatio("wmax/twin", "ours/bridge-nft", twinOther, 900, 1, "ADD"), 8.0/7.0; math.Abs(got-want) > 1e-9 {
+		t.Errorf("twin ratio %v, want %v", got, want)
+	}
+	if tg.Status != "pass" || !strings.HasPrefix(tg.Got, "1.14× against an empty twin") || !strings.Contains(tg.Got, "1.60× against W=0 timed first") {
+		t.Errorf("with a twin: %+v, want a pass at 8 ÷ 7 that also shows 8 ÷ 5", tg)
+	}
+	if bad := r.sanity(); len(bad) != 0 {
+		t.Errorf("sanity of good twin rounds: %v", bad)
+	}
+	nft.Twins[0].Rounds[1].Verbs["DEL"] = &VerbRun{Summary: Summary{N: 4, Errors: 2, P50: 7}}
+	if bad := r.sanity(); len(bad) != 1 || !strings.Contains(bad[0], "empty twin beside W=900") {
+		t.Errorf("sanity with failed twin calls: %v, want one complaint naming the twin", bad)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -33,6 +34,7 @@ type Run struct {
 	Fill     []Fill   `json:"fill,omitempty"`
 	Probes   []Probe  `json:"floor_probes,omitempty"` // the exec floor in this node at each W
 	Rounds   []*Round `json:"rounds,omitempty"`
+	Twins    []Twin   `json:"twins,omitempty"`
 	Seconds  float64  `json:"seconds"`
 }
 
@@ -44,6 +46,26 @@ type Fill struct {
 	FailedADDs int     `json:"failed_adds,omitempty"`
 	Missing    int     `json:"missing,omitempty"` // attachments that failed every attempt
 	FirstError string  `json:"first_error,omitempty"`
+}
+
+// Twin holds the rounds of a scenario's plugin in a second node kept empty
+// (W=0 there), timed just before and just after its round at W. The W
+// levels are timed one after the other, a minute or more apart, and this
+// machine's speed drifts by more than the flatness bound over that time;
+// rounds of W=0 at the same moment as W do not.
+type Twin struct {
+	W      int      `json:"w"` // the level of the round the twin's rounds bracket
+	C      int      `json:"c"`
+	Rounds []*Round `json:"rounds"` // before, after
+}
+
+// twinRounds are the rounds of all of run's twins.
+func (run *Run) twinRounds() []*Round {
+	var out []*Round
+	for _, tw := range run.Twins {
+		out = append(out, tw.Rounds...)
+	}
+	return out
 }
 
 // Round is N ADDs, then N CHECKs, then N DELs by C callers, with W other
@@ -282,13 +304,28 @@ func (p *pluginBench) round(ctx context.Context, c int) (*Round, error) {
 // with failed calls does not stop it: the failures are counted in the
 // round and returned at the end, so the scenario is reported as failed
 // with all its numbers.
-func runPlugin(ctx context.Context, sc Scenario, cfg *config, env *hostEnv, u *usage, run *Run) error {
+func runPlugin(ctx context.Context, sc Scenario, cfg *config, env *hostEnv, u *usage, run *Run) (err error) {
 	p, err := newPluginBench(sc, cfg, env, u)
 	if err != nil {
 		return err
 	}
 	if err := p.lifecycles(ctx, "warmup", 2); err != nil {
 		return err
+	}
+	var twin *pluginBench
+	if sc.Twin && len(sc.Ws) > 1 {
+		var tenv *hostEnv
+		if tenv, err = newHostEnv(env.reg, sc.Name+"-twin"); err != nil {
+			return err
+		}
+		defer func() { err = errors.Join(err, tenv.close()) }() // err: runPlugin's own
+		// Its own usage: the twin's calls stay out of the per-call tables.
+		if twin, err = newPluginBench(sc, cfg, tenv, newUsage()); err != nil {
+			return err
+		}
+		if err := twin.lifecycles(ctx, "warmup", 2); err != nil {
+			return err
+		}
 	}
 	var roundErrs []error
 	for _, w := range sc.Ws {
@@ -314,6 +351,13 @@ func runPlugin(ctx context.Context, sc Scenario, cfg *config, env *hostEnv, u *u
 		}
 		run.Probes = append(run.Probes, pr)
 		for _, c := range cfg.cs {
+			bracket := twin != nil && c == 1 && w == slices.Max(sc.Ws)
+			tw := Twin{W: w, C: c}
+			if bracket {
+				if err := timeTwin(ctx, cfg, twin, &tw, &roundErrs); err != nil {
+					return err
+				}
+			}
 			r, err := quietRound(ctx, &cfg.retryLeft, func() (*Round, error) { return p.round(ctx, c) })
 			if r == nil {
 				return err
@@ -325,6 +369,12 @@ func runPlugin(ctx context.Context, sc Scenario, cfg *config, env *hostEnv, u *u
 			}
 			if ctx.Err() != nil {
 				return ctx.Err()
+			}
+			if bracket {
+				if err := timeTwin(ctx, cfg, twin, &tw, &roundErrs); err != nil {
+					return err
+				}
+				run.Twins = append(run.Twins, tw)
 			}
 			progress("  %s: W=%d C=%d  ADD p50 %.2f ms  CHECK p50 %.2f ms  DEL p50 %.2f ms  (settled %.1f s, idle %.0f %%, steal %.0f %%)", sc.Name, w, c,
 				r.Verbs["ADD"].Summary.P50, r.Verbs["CHECK"].Summary.P50, r.Verbs["DEL"].Summary.P50, r.SettleMS/1000, r.Idle*100, r.Steal*100)
@@ -339,6 +389,22 @@ func runPlugin(ctx context.Context, sc Scenario, cfg *config, env *hostEnv, u *u
 	p.cni.rss.Store(true)
 	defer p.cni.rss.Store(false)
 	return errors.Join(append(roundErrs, p.lifecycles(ctx, "rss", rssLifecycles))...)
+}
+
+// timeTwin times one round of the twin node into tw. Failed calls are
+// counted in the round and added to errs; only an interrupt ends the run.
+func timeTwin(ctx context.Context, cfg *config, twin *pluginBench, tw *Twin, errs *[]error) error {
+	r, err := quietRound(ctx, &cfg.retryLeft, func() (*Round, error) { return twin.round(ctx, tw.C) })
+	if r == nil {
+		return err
+	}
+	tw.Rounds = append(tw.Rounds, r)
+	if err != nil {
+		*errs = append(*errs, fmt.Errorf("empty twin beside W=%d: %w", tw.W, err))
+	}
+	progress("  %s: empty twin beside W=%d C=%d  ADD p50 %.2f ms  CHECK p50 %.2f ms  DEL p50 %.2f ms  (steal %.0f %%)", twin.sc.Name, tw.W, tw.C,
+		r.Verbs["ADD"].Summary.P50, r.Verbs["CHECK"].Summary.P50, r.Verbs["DEL"].Summary.P50, r.Steal*100)
+	return ctx.Err()
 }
 
 // profile records, at the largest W, untimed lifecycles with every plugin

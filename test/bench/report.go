@@ -177,23 +177,31 @@ func (r *Report) markdown() string {
 	b.WriteString(settleLine(r))
 	b.WriteString("\n\n")
 	b.WriteString("| scenario | W | C | ADD | ADD/s | CHECK | CHECK/s | DEL | DEL/s |\n|---|--:|--:|---|--:|---|--:|---|--:|\n")
+	row := func(name string, rd *Round) {
+		fmt.Fprintf(&b, "| %s | %d | %d", name, rd.W, rd.C)
+		for _, verb := range Verbs {
+			v, ok := rd.Verbs[verb]
+			if !ok {
+				b.WriteString(" | – | –")
+				continue
+			}
+			s := v.Summary
+			failed := ""
+			if s.Errors > 0 {
+				failed = fmt.Sprintf(" (**%d failed**)", s.Errors)
+			}
+			fmt.Fprintf(&b, " | %s / %s / %s / %s%s | %.0f", fmtMS(s.P50), fmtMS(s.P90), fmtMS(s.P99), fmtMS(s.Max), failed, s.OpsPS)
+		}
+		b.WriteString(" |\n")
+	}
 	for _, run := range r.Runs {
 		for _, rd := range run.Rounds {
-			fmt.Fprintf(&b, "| %s | %d | %d", run.Scenario, rd.W, rd.C)
-			for _, verb := range Verbs {
-				v, ok := rd.Verbs[verb]
-				if !ok {
-					b.WriteString(" | – | –")
-					continue
-				}
-				s := v.Summary
-				failed := ""
-				if s.Errors > 0 {
-					failed = fmt.Sprintf(" (**%d failed**)", s.Errors)
-				}
-				fmt.Fprintf(&b, " | %s / %s / %s / %s%s | %.0f", fmtMS(s.P50), fmtMS(s.P90), fmtMS(s.P99), fmtMS(s.Max), failed, s.OpsPS)
+			row(run.Scenario, rd)
+		}
+		for _, tw := range run.Twins {
+			for i, rd := range tw.Rounds {
+				row(fmt.Sprintf("%s, empty twin, %s W=%d", run.Scenario, []string{"before", "after"}[min(i, 1)], tw.W), rd)
 			}
-			b.WriteString(" |\n")
 		}
 	}
 	b.WriteString("\nScenarios:\n\n")
@@ -278,7 +286,7 @@ func settleLine(r *Report) string {
 	var waits []float64
 	capped := 0
 	for _, run := range r.Runs {
-		for _, rd := range run.Rounds {
+		for _, rd := range append(run.twinRounds(), run.Rounds...) {
 			waits = append(waits, rd.SettleMS/1000)
 			if rd.Idle < settleIdle {
 				capped++
@@ -300,14 +308,22 @@ func stealLine(r *Report) string {
 	var all []float64
 	var noisy []string
 	again := 0
+	note := func(name string, rd *Round) {
+		all = append(all, rd.Steal)
+		if len(rd.StealDropped) > 0 {
+			again++
+		}
+		if rd.Steal > stealNoisy {
+			noisy = append(noisy, fmt.Sprintf("%s %.0f %%", name, rd.Steal*100))
+		}
+	}
 	for _, run := range r.Runs {
 		for _, rd := range run.Rounds {
-			all = append(all, rd.Steal)
-			if len(rd.StealDropped) > 0 {
-				again++
-			}
-			if rd.Steal > stealNoisy {
-				noisy = append(noisy, fmt.Sprintf("%s W=%d C=%d %.0f %%", run.Scenario, rd.W, rd.C, rd.Steal*100))
+			note(fmt.Sprintf("%s W=%d C=%d", run.Scenario, rd.W, rd.C), rd)
+		}
+		for _, tw := range run.Twins {
+			for _, rd := range tw.Rounds {
+				note(fmt.Sprintf("%s empty twin beside W=%d C=%d", run.Scenario, tw.W, tw.C), rd)
 			}
 		}
 	}

@@ -28,6 +28,15 @@ func (r *Report) sanity() []string {
 				}
 			}
 		}
+		for _, tw := range run.Twins {
+			for _, rd := range tw.Rounds {
+				for verb, v := range rd.Verbs {
+					if msg := checkSummary(v.Summary); msg != "" {
+						bad = append(bad, fmt.Sprintf("%s empty twin beside W=%d C=%d %s: %s", run.Scenario, tw.W, tw.C, verb, msg))
+					}
+				}
+			}
+		}
 	}
 	return append(bad, r.floorBelow()...)
 }

@@ -16,6 +16,7 @@ type Scenario struct {
 	Links   bool     // creates and deletes a link per attachment (DEL is compared with the kernel floor)
 	Quick   bool     // part of --quick
 	Ws      []int    // live attachments kept up while timing
+	Twin    bool     // also timed in an empty node beside the C=1 round at the largest W (Twin)
 	N       int      // timed ADDs (then CHECKs, DELs) per round
 	plugins func(dataDir string) []map[string]any
 }
@@ -94,11 +95,11 @@ func scenarios(quick bool) []Scenario {
 			Quick: true, Ws: flat, N: n, plugins: single("none")},
 		{Name: "ours/loopback", Side: "ours", What: "none installed as loopback",
 			Plugins: []string{"loopback"}, Ws: flat, N: n, plugins: single("loopback")},
-		{Name: "ours/bridge-nft", Side: "ours", Plugins: []string{"host-local-bridge"}, Ports: true, Quick: true, Links: true,
+		{Name: "ours/bridge-nft", Side: "ours", Plugins: []string{"host-local-bridge"}, Ports: true, Quick: true, Links: true, Twin: true,
 			What: "host-local-bridge, nftables, masquerade, 2 ports", Ws: ours, N: n, plugins: ourBridge("nftables")},
 		{Name: "ours/bridge-ipt", Side: "ours", Plugins: []string{"host-local-bridge"}, Ports: true, Links: true,
 			What: "host-local-bridge, iptables, masquerade, 2 ports", Ws: ours, N: n, plugins: ourBridge("iptables")},
-		{Name: "ours/macvlan", Side: "ours", Plugins: []string{"macvlan"}, Quick: true, Links: true,
+		{Name: "ours/macvlan", Side: "ours", Plugins: []string{"macvlan"}, Quick: true, Links: true, Twin: true,
 			What: "macvlan (veth parent), built-in host-local", Ws: ours, N: n, plugins: macvlan},
 		{Name: "ref/bridge", Side: "ref", Plugins: []string{"bridge", "host-local"}, Links: true,
 			What: "bridge + host-local, ipMasq (iptables)", Ws: ref, N: refN, plugins: refBridge("iptables", false)},
