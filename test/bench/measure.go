@@ -59,14 +59,21 @@ type Twin struct {
 	Rounds []*Round `json:"rounds"` // before, after
 }
 
-// twinRounds are the rounds of all of run's twins.
-func (run *Run) twinRounds() []*Round {
-	var out []*Round
-	for _, tw := range run.Twins {
-		out = append(out, tw.Rounds...)
+// eachRound calls fn with every round of run, its twins' too, and the name
+// the report gives it.
+func (run *Run) eachRound(fn func(name string, rd *Round)) {
+	for _, rd := range run.Rounds {
+		fn(fmt.Sprintf("W=%d C=%d", rd.W, rd.C), rd)
 	}
-	return out
+	for _, tw := range run.Twins {
+		for _, rd := range tw.Rounds {
+			fn(twinName(tw.W, tw.C), rd)
+		}
+	}
 }
+
+// twinName names the rounds of the twin beside the round at w, c.
+func twinName(w, c int) string { return fmt.Sprintf("empty twin beside W=%d C=%d", w, c) }
 
 // Round is N ADDs, then N CHECKs, then N DELs by C callers, with W other
 // attachments live throughout.
@@ -294,7 +301,7 @@ func (p *pluginBench) round(ctx context.Context, c int) (*Round, error) {
 		v.CPUMeanMS = ms(p.cni.takeCPU()) / float64(len(rts))
 		r.Verbs[verb] = v
 		if v.FirstError != "" {
-			errs = append(errs, fmt.Errorf("%s at W=%d C=%d: %d failed, first: %s", verb, p.live, c, v.Summary.Errors, v.FirstError))
+			errs = append(errs, fmt.Errorf("%s: %d failed, first: %s", verb, v.Summary.Errors, v.FirstError))
 		}
 	}
 	return r, errors.Join(errs...)
@@ -353,31 +360,31 @@ func runPlugin(ctx context.Context, sc Scenario, cfg *config, env *hostEnv, u *u
 		for _, c := range cfg.cs {
 			bracket := twin != nil && c == 1 && w == slices.Max(sc.Ws)
 			tw := Twin{W: w, C: c}
+			twinRound := func() error {
+				r, err := twin.timeRound(ctx, c, twinName(w, c), &roundErrs)
+				if r != nil {
+					tw.Rounds = append(tw.Rounds, r)
+				}
+				return err
+			}
 			if bracket {
-				if err := timeTwin(ctx, cfg, twin, &tw, &roundErrs); err != nil {
+				if err := twinRound(); err != nil {
 					return err
 				}
 			}
-			r, err := quietRound(ctx, &cfg.retryLeft, func() (*Round, error) { return p.round(ctx, c) })
-			if r == nil {
+			r, err := p.timeRound(ctx, c, fmt.Sprintf("W=%d C=%d", w, c), &roundErrs)
+			if r != nil {
+				run.Rounds = append(run.Rounds, r)
+			}
+			if err != nil {
 				return err
 			}
-			run.Rounds = append(run.Rounds, r)
-			if err != nil {
-				roundErrs = append(roundErrs, err)
-				progress("  %s: %v", sc.Name, err)
-			}
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
 			if bracket {
-				if err := timeTwin(ctx, cfg, twin, &tw, &roundErrs); err != nil {
+				if err := twinRound(); err != nil {
 					return err
 				}
 				run.Twins = append(run.Twins, tw)
 			}
-			progress("  %s: W=%d C=%d  ADD p50 %.2f ms  CHECK p50 %.2f ms  DEL p50 %.2f ms  (settled %.1f s, idle %.0f %%, steal %.0f %%)", sc.Name, w, c,
-				r.Verbs["ADD"].Summary.P50, r.Verbs["CHECK"].Summary.P50, r.Verbs["DEL"].Summary.P50, r.SettleMS/1000, r.Idle*100, r.Steal*100)
 		}
 	}
 	for tool, dir := range map[string]string{"strace": cfg.straceDir, "perf": cfg.perfDir} {
@@ -391,20 +398,26 @@ func runPlugin(ctx context.Context, sc Scenario, cfg *config, env *hostEnv, u *u
 	return errors.Join(append(roundErrs, p.lifecycles(ctx, "rss", rssLifecycles))...)
 }
 
-// timeTwin times one round of the twin node into tw. Failed calls are
-// counted in the round and added to errs; only an interrupt ends the run.
-func timeTwin(ctx context.Context, cfg *config, twin *pluginBench, tw *Twin, errs *[]error) error {
-	r, err := quietRound(ctx, &cfg.retryLeft, func() (*Round, error) { return twin.round(ctx, tw.C) })
+// timeRound times a round of c callers once the machine is quiet
+// (quietRound); what names it in the progress line and in errors. Failed
+// calls are counted in the round and added to errs: only an interrupt, or
+// no round at all, ends the run.
+func (p *pluginBench) timeRound(ctx context.Context, c int, what string, errs *[]error) (*Round, error) {
+	r, err := quietRound(ctx, &p.cfg.retryLeft, func() (*Round, error) { return p.round(ctx, c) })
 	if r == nil {
-		return err
+		return nil, err
 	}
-	tw.Rounds = append(tw.Rounds, r)
 	if err != nil {
-		*errs = append(*errs, fmt.Errorf("empty twin beside W=%d: %w", tw.W, err))
+		err = fmt.Errorf("%s: %w", what, err)
+		*errs = append(*errs, err)
+		progress("  %s: %v", p.sc.Name, err)
 	}
-	progress("  %s: empty twin beside W=%d C=%d  ADD p50 %.2f ms  CHECK p50 %.2f ms  DEL p50 %.2f ms  (steal %.0f %%)", twin.sc.Name, tw.W, tw.C,
-		r.Verbs["ADD"].Summary.P50, r.Verbs["CHECK"].Summary.P50, r.Verbs["DEL"].Summary.P50, r.Steal*100)
-	return ctx.Err()
+	if ctx.Err() != nil {
+		return r, ctx.Err()
+	}
+	progress("  %s: %s  ADD p50 %.2f ms  CHECK p50 %.2f ms  DEL p50 %.2f ms  (settled %.1f s, idle %.0f %%, steal %.0f %%)", p.sc.Name, what,
+		r.Verbs["ADD"].Summary.P50, r.Verbs["CHECK"].Summary.P50, r.Verbs["DEL"].Summary.P50, r.SettleMS/1000, r.Idle*100, r.Steal*100)
+	return r, nil
 }
 
 // profile records, at the largest W, untimed lifecycles with every plugin

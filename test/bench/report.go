@@ -286,12 +286,12 @@ func settleLine(r *Report) string {
 	var waits []float64
 	capped := 0
 	for _, run := range r.Runs {
-		for _, rd := range append(run.twinRounds(), run.Rounds...) {
+		run.eachRound(func(_ string, rd *Round) {
 			waits = append(waits, rd.SettleMS/1000)
 			if rd.Idle < settleIdle {
 				capped++
 			}
-		}
+		})
 	}
 	if len(waits) == 0 {
 		return ""
@@ -308,24 +308,16 @@ func stealLine(r *Report) string {
 	var all []float64
 	var noisy []string
 	again := 0
-	note := func(name string, rd *Round) {
-		all = append(all, rd.Steal)
-		if len(rd.StealDropped) > 0 {
-			again++
-		}
-		if rd.Steal > stealNoisy {
-			noisy = append(noisy, fmt.Sprintf("%s %.0f %%", name, rd.Steal*100))
-		}
-	}
 	for _, run := range r.Runs {
-		for _, rd := range run.Rounds {
-			note(fmt.Sprintf("%s W=%d C=%d", run.Scenario, rd.W, rd.C), rd)
-		}
-		for _, tw := range run.Twins {
-			for _, rd := range tw.Rounds {
-				note(fmt.Sprintf("%s empty twin beside W=%d C=%d", run.Scenario, tw.W, tw.C), rd)
+		run.eachRound(func(name string, rd *Round) {
+			all = append(all, rd.Steal)
+			if len(rd.StealDropped) > 0 {
+				again++
 			}
-		}
+			if rd.Steal > stealNoisy {
+				noisy = append(noisy, fmt.Sprintf("%s %s %.0f %%", run.Scenario, name, rd.Steal*100))
+			}
+		})
 	}
 	if len(all) == 0 {
 		return ""

@@ -21,22 +21,13 @@ func (r *Report) sanity() []string {
 		if len(run.Rounds) == 0 {
 			bad = append(bad, run.Scenario+": no rounds")
 		}
-		for _, rd := range run.Rounds {
+		run.eachRound(func(name string, rd *Round) {
 			for verb, v := range rd.Verbs {
 				if msg := checkSummary(v.Summary); msg != "" {
-					bad = append(bad, fmt.Sprintf("%s W=%d C=%d %s: %s", run.Scenario, rd.W, rd.C, verb, msg))
+					bad = append(bad, fmt.Sprintf("%s %s %s: %s", run.Scenario, name, verb, msg))
 				}
 			}
-		}
-		for _, tw := range run.Twins {
-			for _, rd := range tw.Rounds {
-				for verb, v := range rd.Verbs {
-					if msg := checkSummary(v.Summary); msg != "" {
-						bad = append(bad, fmt.Sprintf("%s empty twin beside W=%d C=%d %s: %s", run.Scenario, tw.W, tw.C, verb, msg))
-					}
-				}
-			}
-		}
+		})
 	}
 	return append(bad, r.floorBelow()...)
 }
