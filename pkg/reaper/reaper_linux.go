@@ -159,7 +159,7 @@ func waitDel(w, idx int, timeout time.Duration) error {
 		}
 		n, _, err := unix.Recvfrom(w, buf, 0)
 		if errors.Is(err, unix.EINTR) {
-			continue
+			continue // not eintr.Retry: the timeout must shrink
 		}
 		if err != nil {
 			return err // ENOBUFS: notifications were lost; the caller checks for itself
