@@ -249,3 +249,57 @@ func TestBridgeOptions(t *testing.T) {
 	}
 	n.detach(t, l2, c2)
 }
+
+// TestBridgeSecondAdd: a second ADD of a live attachment (same container
+// ID and ifname, no DEL between) fails before it changes anything: the
+// first keeps its record, address, rules and port, which still serves and
+// which nobody else can take. With the built-in allocator, which refuses
+// a repeat itself, and with a delegated one (static) that does not.
+func TestBridgeSecondAdd(t *testing.T) {
+	nettest.RequireRoot(t)
+	for _, ipamType := range []string{"host-local", "static"} {
+		t.Run(ipamType, func(t *testing.T) {
+			t.Parallel()
+			n := newNode(t)
+			n.cni = nettest.NewCNI(t, n.host, nettest.Bins(t), nettest.RefBins(t))
+			list := bridgeConf(t, "again", "nftables", "10.20.9.0/24", nil)
+			if ipamType == "static" {
+				list = nettest.ConfList(t, map[string]any{"cniVersion": "1.0.0", "name": "again", "plugins": []any{map[string]any{
+					"type": "host-local-bridge", "capabilities": map[string]bool{"portMappings": true},
+					"ipam": map[string]any{"type": "static", "addresses": []any{map[string]any{"address": "10.20.9.5/24", "gateway": "10.20.9.1"}}},
+				}}})
+			}
+			a := n.attach(t, list, ports("tcp//8080/80"))
+			t.Cleanup(func() { n.detach(t, list, a) })
+			nettest.Listen(t, a.ns, "tcp", ":80", "A")
+			before, files := n.hostState(t), nettest.StateFiles(t, n.cni.StateDir)
+
+			_, err := n.cni.AddNetworkList(context.Background(), list, a.rt)
+			if err == nil {
+				t.Fatal("second ADD succeeded")
+			}
+			if nettest.Code(err) != 7 || !strings.Contains(err.Error(), "attached twice") {
+				t.Errorf("second ADD = %v, want code 7 saying the container is attached twice", err)
+			}
+			if d := nettest.DiffLines(before, n.hostState(t)); d != "" {
+				t.Errorf("the refused ADD changed the node:\n%s", d)
+			}
+			if got := nettest.StateFiles(t, n.cni.StateDir); strings.Join(got, ",") != strings.Join(files, ",") {
+				t.Errorf("state %v -> %v", files, got)
+			}
+			wantFrom(t, n.outside, "tcp", lanNode+":8080", "A ")
+			n.cni.MustCheck(t, list, a.rt)
+			if ipamType == "host-local" {
+				if e := storeEntries(t, list); len(e) != 1 {
+					t.Errorf("store %v, want the first ADD's entry", e)
+				}
+				b := nettest.Runtime(t, nettest.NewNS(t), "eth0")
+				b.CapabilityArgs = map[string]any{"portMappings": ports("tcp//8080/80")}
+				if _, err := n.cni.AddNetworkList(context.Background(), list, b); nettest.Code(err) != 101 {
+					t.Errorf("another container's ADD of the same port = %v, want code 101", err)
+					n.cni.DelNetworkList(context.Background(), list, b)
+				}
+			}
+		})
+	}
+}

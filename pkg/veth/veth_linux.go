@@ -136,9 +136,27 @@ func existsErr(host, cont *netns.Handle, s Spec) error {
 		return cnierr.Errorf(cnierr.InvalidConfig, "container already has an interface %q: %w", s.ContName, ErrExists)
 	}
 	if _, err := host.Link(s.HostName); err == nil {
-		return cnierr.Errorf(cnierr.InvalidConfig, "host already has %q (is the container attached twice?): %w", s.HostName, ErrExists)
+		return attachedErr(s.HostName)
 	}
 	return ErrExists
+}
+
+func attachedErr(hostName string) error {
+	return cnierr.Errorf(cnierr.InvalidConfig, "host already has %q (is the container attached twice?): %w", hostName, ErrExists)
+}
+
+// Unused refuses a host end that exists: its attachment is live, and this
+// is a second ADD without DEL. An ADD asks before it changes anything, as
+// undoing it would take the live attachment's records and rules along.
+func Unused(host *netns.Handle, hostName string) error {
+	_, err := host.Link(hostName)
+	switch {
+	case err == nil:
+		return attachedErr(hostName)
+	case IsNotFound(err):
+		return nil
+	}
+	return fmt.Errorf("find %q: %w", hostName, err)
 }
 
 // Del deletes the veth named name in ns (its peer goes with it). A link

@@ -38,6 +38,9 @@ func add(ctx context.Context, r *cniplugin.Request[*Conf]) (_ *current.Result, e
 		return nil, err
 	}
 	hostVeth := veth.HostName(r.Key)
+	if err := veth.Unused(r.HostNS, hostVeth); err != nil {
+		return nil, err
+	}
 	rec := &state.Attachment{Network: r.Key.Network, ContainerID: r.Key.ContainerID, IfName: r.Key.IfName,
 		Plugin: pluginName, NetNS: r.NetNSPath, Objects: map[string]string{"veth": hostVeth, "bridge": c.Bridge, "firewall": c.FirewallBackend}}
 	if err := store.PutAttachment(rec); err != nil {
