@@ -303,3 +303,39 @@ func TestBridgeSecondAdd(t *testing.T) {
 		})
 	}
 }
+
+// TestBridgeUnreportableResult: an L2-only network (no IPAM) at cniVersion
+// 0.2.0, or with none (0.1.0), makes a result those versions cannot carry:
+// ADD fails with code 1 and takes the attachment back.
+func TestBridgeUnreportableResult(t *testing.T) {
+	nettest.RequireRoot(t)
+	t.Parallel()
+	n := newNode(t)
+	plugin := map[string]any{"type": "host-local-bridge", "bridge": "ndl2old0"}
+	// The bridge and the network's rules stay after a DEL, as they should.
+	n.warm(t, nettest.ConfList(t, map[string]any{"cniVersion": "1.0.0", "name": "l2old", "plugins": []any{plugin}}))
+	before, files := n.hostState(t), nettest.StateFiles(t, n.cni.StateDir)
+	for _, ver := range []string{"0.2.0", ""} {
+		conf := map[string]any{"name": "l2old", "plugins": []any{plugin}}
+		if ver != "" {
+			conf["cniVersion"] = ver
+		}
+		list := nettest.ConfList(t, conf)
+		c := nettest.NewNS(t)
+		rt := nettest.Runtime(t, c, "eth0")
+		_, err := n.cni.AddNetworkList(context.Background(), list, rt)
+		if nettest.Code(err) != 1 || !strings.Contains(err.Error(), "no valid IP") {
+			t.Errorf("%q: ADD = %v, want code 1 (no address to report)", ver, err)
+		}
+		if _, err := c.NL(t).LinkByName("eth0"); err == nil {
+			t.Errorf("%q: the failed ADD left eth0 in the container", ver)
+		}
+		if d := nettest.DiffLines(before, n.hostState(t)); d != "" {
+			t.Errorf("%q: the failed ADD changed the node:\n%s", ver, d)
+		}
+		if got := nettest.StateFiles(t, n.cni.StateDir); strings.Join(got, ",") != strings.Join(files, ",") {
+			t.Errorf("%q: state %v -> %v", ver, files, got)
+		}
+		n.cni.MustDel(t, list, rt)
+	}
+}

@@ -229,7 +229,16 @@ func handle[C any](p Plugin[C], verb string, args *skel.CmdArgs) ([]byte, error)
 		if err != nil {
 			return nil, err
 		}
-		return encodeResult(res, base.CNIVersion)
+		out, err := encodeResult(res, base.CNIVersion)
+		if err != nil {
+			// Made but not reportable (a 0.2.0 result needs an address):
+			// a failed ADD leaves nothing, so DEL takes it back.
+			r.Verb = "DEL"
+			if derr := callNoResult(ctx, p.Del, r); derr != nil {
+				err = errors.Join(err, fmt.Errorf("undo: %w", derr))
+			}
+		}
+		return out, err
 	case "DEL":
 		return nil, callNoResult(ctx, p.Del, r)
 	case "CHECK":

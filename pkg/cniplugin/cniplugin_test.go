@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -43,11 +44,7 @@ func TestToCNI(t *testing.T) {
 // TestPrevResultOnlyWhereUsed: ADD refuses a prevResult it cannot read
 // before its handler runs; CHECK and DEL handlers that do not read it run.
 func TestPrevResultOnlyWhereUsed(t *testing.T) {
-	stdin := filepath.Join(t.TempDir(), "stdin")
 	bad := `{"cniVersion":"1.0.0","name":"n","type":"t","prevResult":{"cniVersion":"1.0.0","ips":"bogus"}}`
-	if err := os.WriteFile(stdin, []byte(bad), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	for _, verb := range []string{"ADD", "CHECK", "DEL"} {
 		t.Run(verb, func(t *testing.T) {
 			var ran bool
@@ -58,29 +55,16 @@ func TestPrevResultOnlyWhereUsed(t *testing.T) {
 				},
 				Check: func(context.Context, *Request[struct{}]) error { ran = true; return nil },
 				Del:   func(context.Context, *Request[struct{}]) error { ran = true; return nil }}
-			for k, v := range map[string]string{"CNI_COMMAND": verb, "CNI_CONTAINERID": "c1", "CNI_IFNAME": "eth0", "CNI_PATH": "/nonexistent",
-				"CNI_NETNS": "/proc/self/ns/net"} {
-				t.Setenv(k, v)
-			}
-			f, err := os.Open(stdin)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer f.Close()
-			saved := os.Stdin
-			os.Stdin = f
-			defer func() { os.Stdin = saved }()
-			var out bytes.Buffer
-			rc := run(p, &out)
+			rc, out := runWith(t, p, verb, bad)
 			if verb != "ADD" {
 				if rc != 0 || !ran {
-					t.Fatalf("%s: exit %d, handler ran %v: %s", verb, rc, ran, out.String())
+					t.Fatalf("%s: exit %d, handler ran %v: %s", verb, rc, ran, out)
 				}
 				return
 			}
 			var e types.Error
-			if rc != 1 || ran || json.Unmarshal(out.Bytes(), &e) != nil || e.Code != uint(cnierr.DecodeFailure) {
-				t.Fatalf("%s: exit %d, handler ran %v, output %s; want code 6 before the handler", verb, rc, ran, out.String())
+			if rc != 1 || ran || json.Unmarshal(out, &e) != nil || e.Code != uint(cnierr.DecodeFailure) {
+				t.Fatalf("%s: exit %d, handler ran %v, output %s; want code 6 before the handler", verb, rc, ran, out)
 			}
 		})
 	}
@@ -123,4 +107,71 @@ func TestContainerIface(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestAddUnreportable: an ADD whose result the config's version cannot
+// carry (0.2.0 needs an address) fails with code 1 and is taken back by
+// the plugin's DEL; one that converts is not.
+func TestAddUnreportable(t *testing.T) {
+	for _, tc := range []struct {
+		ver     string
+		ips     bool
+		wantDel bool
+	}{{"0.2.0", false, true}, {"", false, true}, {"0.2.0", true, false}, {"1.0.0", false, false}} {
+		t.Run(fmt.Sprintf("%q ips=%v", tc.ver, tc.ips), func(t *testing.T) {
+			res := &current.Result{CNIVersion: current.ImplementedSpecVersion,
+				Interfaces: []*current.Interface{{Name: "eth0", Mac: "02:00:00:00:00:01", Sandbox: "/proc/self/ns/net"}}}
+			if tc.ips {
+				ip, ipnet, _ := net.ParseCIDR("192.0.2.5/24")
+				ipnet.IP = ip
+				res.IPs = []*current.IPConfig{{Interface: current.Int(0), Address: *ipnet}}
+			}
+			var dels []string
+			p := Plugin[struct{}]{Name: "t", AllowHostNS: true,
+				Add: func(context.Context, *Request[struct{}]) (*current.Result, error) { return res, nil },
+				Del: func(_ context.Context, r *Request[struct{}]) error { dels = append(dels, r.Verb); return nil }}
+			conf := `{"name":"n","type":"t"}`
+			if tc.ver != "" {
+				conf = `{"cniVersion":"` + tc.ver + `","name":"n","type":"t"}`
+			}
+			rc, out := runWith(t, p, "ADD", conf)
+			if !tc.wantDel {
+				if rc != 0 || len(dels) != 0 {
+					t.Fatalf("exit %d, DEL calls %v: %s", rc, dels, out)
+				}
+				return
+			}
+			var e types.Error
+			if rc != 1 || json.Unmarshal(out, &e) != nil || e.Code != uint(cnierr.IncompatibleVersion) {
+				t.Errorf("exit %d, output %s; want code 1", rc, out)
+			}
+			if len(dels) != 1 || dels[0] != "DEL" {
+				t.Errorf("DEL calls %v, want one, as DEL", dels)
+			}
+		})
+	}
+}
+
+// runWith runs p for verb with conf on stdin, in the test's own namespace.
+func runWith(t *testing.T, p Plugin[struct{}], verb, conf string) (int, []byte) {
+	t.Helper()
+	stdin := filepath.Join(t.TempDir(), "stdin")
+	if err := os.WriteFile(stdin, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range map[string]string{"CNI_COMMAND": verb, "CNI_CONTAINERID": "c1", "CNI_IFNAME": "eth0", "CNI_PATH": "/nonexistent",
+		"CNI_NETNS": "/proc/self/ns/net"} {
+		t.Setenv(k, v)
+	}
+	f, err := os.Open(stdin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	saved := os.Stdin
+	os.Stdin = f
+	defer func() { os.Stdin = saved }()
+	var out bytes.Buffer
+	rc := run(p, &out)
+	return rc, out.Bytes()
 }
