@@ -34,7 +34,8 @@ type linkSpec struct {
 
 // findParent returns the master link in ns: the named one, or the
 // interface of ns's default route when name is empty (as the reference).
-// It must exist and be up.
+// It must exist; a down one is accepted, as the reference does: the
+// container's link waits for it (LOWERLAYERDOWN) until it comes up.
 func findParent(ns *netns.Handle, name string) (netlink.Link, error) {
 	nl, err := ns.Netlink()
 	if err != nil {
@@ -51,9 +52,6 @@ func findParent(ns *netns.Handle, name string) (netlink.Link, error) {
 			return nil, fmt.Errorf("master %q does not exist in %s: %w", name, where(ns), ErrParent)
 		}
 		return nil, fmt.Errorf("find master %q: %w", name, err)
-	}
-	if l.Attrs().Flags&net.FlagUp == 0 {
-		return nil, fmt.Errorf("master %q is down: %w", name, ErrParent)
 	}
 	return l, nil
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 
 	"golang.org/x/sys/unix"
 
@@ -42,12 +43,16 @@ func status(ctx context.Context, r *cniplugin.Request[*Conf]) error {
 	return nil
 }
 
-// parentUsable is findParent plus the carrier: a master without one
-// (cable out, peer down) carries no container's traffic.
+// parentUsable is findParent plus up and the carrier: ADD accepts a down
+// master, but a master down or without carrier (cable out, peer down)
+// carries no container's traffic.
 func parentUsable(ns *netns.Handle, name string) error {
 	l, err := findParent(ns, name)
 	if err != nil {
 		return err
+	}
+	if l.Attrs().Flags&net.FlagUp == 0 {
+		return fmt.Errorf("master %q is down: %w", l.Attrs().Name, ErrParent)
 	}
 	if l.Attrs().RawFlags&unix.IFF_LOWER_UP == 0 {
 		return fmt.Errorf("master %q has no carrier: %w", l.Attrs().Name, ErrParent)
