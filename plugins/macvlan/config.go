@@ -228,17 +228,24 @@ func parseAddr(s string) (netip.Addr, error) {
 	return a, nil
 }
 
-// untypedIPAM reports an "ipam" object with keys but no "type".
+// untypedIPAM reports an "ipam" object with keys but no "type". The type
+// is decoded into a field, as ipam.Load and encoding/json do, so that
+// "Type" counts too.
 func untypedIPAM(stdin []byte) bool {
 	var n struct {
-		IPAM map[string]json.RawMessage `json:"ipam"`
+		IPAM json.RawMessage `json:"ipam"`
 	}
-	if jsonlite.Unmarshal(stdin, &n) != nil || len(n.IPAM) == 0 {
+	var keys map[string]json.RawMessage
+	if jsonlite.Unmarshal(stdin, &n) != nil || jsonlite.Unmarshal(n.IPAM, &keys) != nil || len(keys) == 0 {
 		return false // absent, {} or malformed: ipam.Load decides
 	}
-	var typ string
-	json.Unmarshal(n.IPAM["type"], &typ)
-	return typ == ""
+	var typed struct {
+		Type string `json:"type"`
+	}
+	if jsonlite.Unmarshal(n.IPAM, &typed) != nil {
+		return false // a "type" that is not a string: ipam.Load names it
+	}
+	return typed.Type == ""
 }
 
 // validLinkName accepts what the kernel accepts as an interface name.

@@ -52,6 +52,8 @@ func TestLoadAccepts(t *testing.T) {
 		{"defaults, no ipam", nil, "", netlink.MACVLAN_MODE_BRIDGE, "", false, ""},
 		{"ipam {}", map[string]any{"ipam": map[string]any{}}, "", netlink.MACVLAN_MODE_BRIDGE, "", false, ""},
 		{"ipam without type is L2, as the reference", map[string]any{"ipam": map[string]any{"subnet": "10.0.0.0/24"}}, "", netlink.MACVLAN_MODE_BRIDGE, "", false, ""},
+		{"ipam key case, as encoding/json", map[string]any{"ipam": map[string]any{"Type": "host-local", "Subnet": "192.0.2.0/24"}},
+			"", netlink.MACVLAN_MODE_BRIDGE, "", true, ""},
 		{"no master", map[string]any{"master": nil, "ipam": hostLocal}, "", netlink.MACVLAN_MODE_BRIDGE, "", true, ""},
 		{"each mode", map[string]any{"mode": "private"}, "", netlink.MACVLAN_MODE_PRIVATE, "", false, ""},
 		{"vepa", map[string]any{"mode": "vepa"}, "", netlink.MACVLAN_MODE_VEPA, "", false, ""},
