@@ -23,9 +23,10 @@ import (
 var ErrCheck = cnierr.New(cnierr.InvalidConfig, "attachment differs from prevResult")
 
 // check verifies, changing nothing, that the container's link still is
-// the macvlan ADD made (type, mode, parent, MAC, MTU), with prevResult's
+// the macvlan ADD made (type, mode, parent, MAC), with prevResult's
 // addresses and routes, that IPAM still holds them, and that the host
-// shim still routes to them.
+// shim still routes to them. The MTU is not compared, as in the
+// reference: prevResult has none, and a later plugin (tuning) may set it.
 func check(ctx context.Context, r *cniplugin.Request[*Conf]) error {
 	c := r.Conf
 	prev, idx, iface, err := r.ContainerIface()
@@ -83,9 +84,6 @@ func checkLink(l netlink.Link, parent netlink.Link, c *Conf, iface *current.Inte
 	}
 	if got := mv.HardwareAddr.String(); iface.Mac != "" && got != iface.Mac {
 		errs = append(errs, fmt.Errorf("%q has MAC %s, prevResult says %s: %w", name, got, iface.Mac, ErrCheck))
-	}
-	if c.MTU > 0 && mv.MTU != c.MTU {
-		errs = append(errs, fmt.Errorf("%q has MTU %d, config says %d: %w", name, mv.MTU, c.MTU, ErrCheck))
 	}
 	if mv.Flags&net.FlagUp == 0 {
 		errs = append(errs, fmt.Errorf("%q is down: %w", name, ErrCheck))
