@@ -102,6 +102,7 @@ func mvBadCases(l *mvLAN, heldIP, holderMAC string) []mvBadCase {
 		{"master not a name", map[string]any{"master": "a/b"}, nil, 7, []string{`"master"`}},
 		{"bad mode", map[string]any{"mode": "bridg"}, nil, 7, []string{`"bridg"`, "bridge|private|vepa|passthru"}},
 		{"mtu too large", map[string]any{"mtu": 9000}, nil, 7, []string{"9000", "1500", l.parent}},
+		{"mtu below the kernel's minimum", map[string]any{"mtu": 50}, nil, 7, []string{`"mtu"`, "50", "68 up to"}},
 		{"negative mtu", map[string]any{"mtu": -1}, nil, 7, []string{`"mtu"`}},
 		{"mtu not a number", map[string]any{"mtu": "1500"}, nil, 7, []string{"mtu"}},
 		{"bad mac", map[string]any{"mac": "zz:00"}, nil, 7, []string{"zz:00"}},

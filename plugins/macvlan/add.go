@@ -37,7 +37,8 @@ func add(ctx context.Context, r *cniplugin.Request[*Conf]) (_ *current.Result, e
 		return nil, err
 	}
 	if pmtu := parent.Attrs().MTU; c.MTU > pmtu {
-		return nil, cnierr.Errorf(cnierr.InvalidConfig, `"mtu": %d is larger than the MTU %d of master %q`, c.MTU, pmtu, parent.Attrs().Name)
+		return nil, cnierr.Errorf(cnierr.InvalidConfig, `"mtu": %d is larger than the MTU %d of master %q; want 0 (the master's MTU) or %d up to %d`,
+			c.MTU, pmtu, parent.Attrs().Name, minMTU, pmtu)
 	}
 	st, err := state.Open(ctx)
 	if err != nil {

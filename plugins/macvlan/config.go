@@ -57,6 +57,9 @@ func (a *addrList) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
+// minMTU is the smallest MTU the kernel gives an Ethernet link (ETH_MIN_MTU).
+const minMTU = 68
+
 var modes = map[string]netlink.MacvlanMode{
 	"":         netlink.MACVLAN_MODE_BRIDGE, // the reference's default
 	"bridge":   netlink.MACVLAN_MODE_BRIDGE,
@@ -135,8 +138,9 @@ func (c *Conf) validate(args netconf.CNIArgs) error {
 			return cnierr.Errorf(cnierr.InvalidConfig, `"master": %w`, err)
 		}
 	}
-	if c.MTU < 0 {
-		return cnierr.Errorf(cnierr.InvalidConfig, `"mtu": %d is negative; want 0 (the master's MTU) up to the master's MTU`, c.MTU)
+	if c.MTU < 0 || (c.MTU > 0 && c.MTU < minMTU) {
+		// The kernel's EINVAL would read as a parent problem (code 102).
+		return cnierr.Errorf(cnierr.InvalidConfig, `"mtu": %d is out of range; want 0 (the master's MTU) or %d up to the master's MTU`, c.MTU, minMTU)
 	}
 	return c.pickMAC(args)
 }

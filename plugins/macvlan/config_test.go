@@ -99,6 +99,7 @@ func TestLoadRefuses(t *testing.T) {
 		{"master with slash", map[string]any{"master": "a/b"}, cnierr.InvalidConfig, `"master"`},
 		{"master too long", map[string]any{"master": "abcdefghijklmnop"}, cnierr.InvalidConfig, `"master"`},
 		{"negative mtu", map[string]any{"mtu": -5}, cnierr.InvalidConfig, "-5"},
+		{"mtu below the kernel's minimum", map[string]any{"mtu": 50}, cnierr.InvalidConfig, "68 up to the master's MTU"},
 		{"mtu string", map[string]any{"mtu": "9000"}, cnierr.InvalidConfig, "mtu"},
 		{"bcqueuelen negative", map[string]any{"bcqueuelen": -1}, cnierr.InvalidConfig, "bcqueuelen"},
 		{"zero mac", map[string]any{"mac": "00:00:00:00:00:00"}, cnierr.InvalidConfig, "zero"},
