@@ -57,9 +57,39 @@ func allocateIn(p pool, sets []RangeSet, o owner, requested, held []netip.Addr) 
 		out = append(out, l)
 	}
 	if len(left) > 0 {
-		return nil, cnierr.Errorf(cnierr.InvalidConfig, "requested IPs %s are in none of the ranges %s", joinAddrs(left), joinSets(sets))
+		return nil, leftoverErr(left, sets, out)
 	}
 	return out, nil
+}
+
+// leftoverErr explains requested addresses that no set took: a set gives
+// one address and took another requested one, or no set holds them.
+func leftoverErr(left []netip.Addr, sets []RangeSet, out []lease) error {
+	var errs []error
+	var none []netip.Addr
+	for _, ip := range left {
+		if k := setOf(ip, sets); k >= 0 {
+			errs = append(errs, cnierr.Errorf(cnierr.InvalidConfig,
+				"requested IP %s is in range set %d (%s), which gives one address and already took requested IP %s",
+				ip, k, sets[k], out[k].IP))
+		} else {
+			none = append(none, ip)
+		}
+	}
+	if len(none) > 0 {
+		errs = append(errs, cnierr.Errorf(cnierr.InvalidConfig, "requested IPs %s are in none of the ranges %s", joinAddrs(none), joinSets(sets)))
+	}
+	return errors.Join(errs...)
+}
+
+// setOf is the index of the set containing ip, or -1.
+func setOf(ip netip.Addr, sets []RangeSet) int {
+	for k, set := range sets {
+		if set.Contains(ip) {
+			return k
+		}
+	}
+	return -1
 }
 
 func indexIn(ips []netip.Addr, set RangeSet) int {

@@ -162,7 +162,9 @@ func TestAllocateRequested(t *testing.T) {
 		{[]string{"10.0.0.50"}, cnierr.InvalidConfig, ErrInUse, `requested IP 10.0.0.50 in range set 0 (10.0.0.1-10.0.0.254) is held by container "a" ifname "eth0"`},
 		{[]string{"10.0.0.1"}, cnierr.InvalidConfig, nil, "requested IP 10.0.0.1 is the gateway of 10.0.0.0/24"},
 		{[]string{"10.9.0.1"}, cnierr.InvalidConfig, nil, "requested IPs 10.9.0.1 are in none of the ranges"},
-		{[]string{"10.0.0.60", "10.0.0.61"}, cnierr.InvalidConfig, nil, "requested IPs 10.0.0.61 are in none"},
+		{[]string{"10.0.0.60", "10.0.0.61"}, cnierr.InvalidConfig, nil,
+			"requested IP 10.0.0.61 is in range set 0 (10.0.0.1-10.0.0.254), which gives one address and already took requested IP 10.0.0.60"},
+		{[]string{"10.0.0.60", "10.0.0.61", "10.9.0.1"}, cnierr.InvalidConfig, nil, "already took requested IP 10.0.0.60\nrequested IPs 10.9.0.1 are in none"},
 	} {
 		var req []netip.Addr
 		for _, s := range tc.req {
