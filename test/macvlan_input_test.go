@@ -333,7 +333,8 @@ func TestMacvlanLinkInContainer(t *testing.T) {
 
 // TestMacvlanAnnounces: ADD announces the container on the segment (a
 // gratuitous ARP and an unsolicited neighbour advertisement), so the
-// outside host learns its new MAC before any traffic.
+// outside host learns its new MAC before any traffic, and has the kernel
+// announce a later MAC change.
 func TestMacvlanAnnounces(t *testing.T) {
 	nettest.RequireRoot(t)
 	t.Parallel()
@@ -356,6 +357,18 @@ func TestMacvlanAnnounces(t *testing.T) {
 		})
 	}
 	nettest.Reachable(t, c.ns, mvOutIP6)
+	// A later MAC change (a chained tuning "mac") is announced by the
+	// kernel too: ndisc_notify, as the reference sets it.
+	if got := c.ns.ReadSysctl(t, "net/ipv6/conf/eth0/ndisc_notify"); got != "1" {
+		t.Errorf("ndisc_notify = %s, want 1", got)
+	}
+	c.ns.MustRun(t, "ip", "link", "set", "eth0", "address", "02:00:00:00:77:77")
+	nettest.Eventually(t, 3*time.Second, "outside host learns the new MAC of "+c.ip(true), func() error {
+		if !hasNeigh(t, l.out, c.ip(true), "02:00:00:00:77:77") {
+			return fmt.Errorf("no neighbour entry %s -> 02:00:00:00:77:77", c.ip(true))
+		}
+		return nil
+	})
 	l.cni.MustDel(t, list, c.rt)
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"unsafe"
 
 	"github.com/vishvananda/netlink/nl"
@@ -51,6 +52,23 @@ func (h *Handle) Announce(ifIndex int, mac net.HardwareAddr, addrs []netip.Addr)
 		errs = append(errs, sendNA(icmp, ifIndex, mac, a))
 	}
 	return errors.Join(errs...)
+}
+
+// SetNDiscNotify sets ifName's ndisc_notify inside h, so that the kernel
+// announces the link's IPv6 addresses when its MAC changes later (a
+// chained tuning "mac"), as the reference's setting does. It opens
+// /proc/sys (IPv6 has no netlink setter), which costs O(namespaces): call
+// it only for links with IPv6 addresses, and after Announce, whose MAC
+// change would otherwise make the kernel send a second advertisement.
+// Equivalent to: ip netns exec NS sysctl -w net.ipv6.conf.IF.ndisc_notify=1
+func (h *Handle) SetNDiscNotify(ifName string) error {
+	return h.Do(func() error {
+		p := "/proc/sys/net/ipv6/conf/" + ifName + "/ndisc_notify"
+		if err := os.WriteFile(p, []byte("1"), 0o644); err != nil {
+			return fmt.Errorf("set ndisc_notify on %q: %w", ifName, err)
+		}
+		return nil
+	})
 }
 
 // ipv4DevconfARPNotify is IPV4_DEVCONF_ARP_NOTIFY (linux/ip.h).

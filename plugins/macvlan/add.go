@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"net/netip"
+	"slices"
 
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -130,13 +132,26 @@ func configure(ctx context.Context, r *cniplugin.Request[*Conf], link netlink.Li
 	if err := ipam.Configure(r.ContNS, r.Key.IfName, res, ipam.ConfigureOpts{DAD: c.EnableDAD}); err != nil {
 		return err
 	}
-	// The segment's caches learn the new MAC at once (the reference has
-	// the kernel do it through arp_notify/ndisc_notify; those sysctl
-	// writes cost O(namespaces)). A failure costs only the announcement.
-	if err := r.ContNS.Announce(link.Attrs().Index, link.Attrs().HardwareAddr, ipam.Addrs(res)); err != nil {
-		log.Printf("announce %s: %v", r.Key.IfName, err)
-	}
+	announce(r.ContNS, link, ipam.Addrs(res))
 	return nil
+}
+
+// announce has the segment's caches learn the new MAC at once (the
+// reference has the kernel do it through arp_notify/ndisc_notify, whose
+// /proc/sys writes cost O(namespaces)), and later MAC changes too:
+// Announce leaves arp_notify set, and with IPv6, whose Configure opened
+// /proc/sys already, ndisc_notify is set after it. Failures cost only
+// announcements, as in the reference, which ignores them.
+func announce(ns *netns.Handle, link netlink.Link, addrs []netip.Addr) {
+	name := link.Attrs().Name
+	if err := ns.Announce(link.Attrs().Index, link.Attrs().HardwareAddr, addrs); err != nil {
+		log.Printf("announce %s: %v", name, err)
+	}
+	if slices.ContainsFunc(addrs, netip.Addr.Is6) {
+		if err := ns.SetNDiscNotify(name); err != nil {
+			log.Printf("announce later MAC changes of %s: %v", name, err)
+		}
+	}
 }
 
 // attachShim routes the container's addresses from the host through the
