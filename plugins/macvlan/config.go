@@ -145,8 +145,9 @@ func (c *Conf) validate(args netconf.CNIArgs) error {
 	return c.pickMAC(args)
 }
 
-// pickMAC applies the reference precedence, lowest first: the config's
-// "mac", CNI_ARGS MAC=, args.cni.mac, runtimeConfig.mac.
+// pickMAC applies the precedence, lowest first: the config's "mac",
+// CNI_ARGS MAC=, args.cni.mac, runtimeConfig.mac. The reference macvlan
+// ignores args.cni.mac; the reference bridge honours it, and so do we.
 func (c *Conf) pickMAC(args netconf.CNIArgs) error {
 	mac, err := c.base.MAC(args)
 	if err != nil {
