@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/netdrivers/netdrivers/pkg/netconf"
@@ -322,6 +323,40 @@ func TestHostileGarbageRecordGC(t *testing.T) {
 		conf := n.conf(plugin, map[string]any{"cni.dev/valid-attachments": []any{}})
 		if _, err := n.exec(t, plugin, conf, map[string]string{"CNI_COMMAND": "GC", "CNI_PATH": nettest.Bins(t)}); err != nil {
 			t.Errorf("%s GC with a garbage target record of another network: %v", plugin, err)
+		}
+	}
+}
+
+// statusEnv is the environment of a STATUS call.
+func statusEnv(t *testing.T) map[string]string {
+	return map[string]string{"CNI_COMMAND": "STATUS", "CNI_PATH": nettest.Bins(t)}
+}
+
+// TestHostileFullStateDisk: on a full state disk every ADD fails (5), so
+// STATUS must fail too (50, naming the directory), or the runtime keeps
+// the node Ready; it passes again once there is room.
+func TestHostileFullStateDisk(t *testing.T) {
+	nettest.RequireRoot(t)
+	t.Parallel()
+	n := newHsNode(t)
+	disk := nettest.NewTmpfs(t, 1<<20)
+	n.cni.StateDir = disk.Path
+	n.warm(t, "host-local-bridge")
+	disk.Fill(t)
+	conf := n.conf("hostns", map[string]any{"runtimeConfig": map[string]any{"portMappings": portMappings(18082, 1)}})
+	_, env, err := n.tryAttach(t, "hostns", conf)
+	wantCode(t, err, 5, "no space left")
+	n.detach(t, "hostns", conf, env)
+	for _, plugin := range hostilePlugins[1:] {
+		_, err := n.exec(t, plugin, n.conf(plugin, nil), statusEnv(t))
+		if nettest.Code(err) != 50 || !strings.Contains(fmt.Sprint(err), n.cni.StateDir+" is full") {
+			t.Errorf("%s STATUS on a full state disk = %v, want code 50 naming %s", plugin, err, n.cni.StateDir)
+		}
+	}
+	disk.Free(t)
+	for _, plugin := range hostilePlugins[1:] {
+		if _, err := n.exec(t, plugin, n.conf(plugin, nil), statusEnv(t)); err != nil {
+			t.Errorf("%s STATUS once there is room: %v", plugin, err)
 		}
 	}
 }

@@ -243,8 +243,8 @@ func gc(ctx context.Context, c *Config, valid []types.GCAttachment) error {
 
 // status fails (code 50) when the store cannot be written: the network's
 // directory, or the nearest existing one above it, is not a writable
-// directory, or its lock is not a plain file (every ADD would fail). It
-// creates nothing.
+// directory or is on a full disk, or its lock is not a plain file (every
+// ADD would fail). It creates nothing.
 func status(c *Config) error {
 	dir := filepath.Join(c.DataDir, c.network)
 	if st, err := os.Lstat(filepath.Join(dir, lockName)); err == nil && !st.Mode().IsRegular() {
@@ -261,9 +261,35 @@ func status(c *Config) error {
 		if err == nil {
 			err = unix.Access(p, unix.W_OK|unix.X_OK)
 		}
+		if err == nil {
+			err = probeSpace(p)
+		}
+		if errors.Is(err, unix.ENOSPC) {
+			return cnierr.Errorf(cnierr.NotAvailable, "address store %s is full: %s: %w", dir, p, err)
+		}
 		if err != nil {
 			return cnierr.Errorf(cnierr.NotAvailable, "address store %s is not writable: %s: %w", dir, p, err)
 		}
 		return nil
 	}
+}
+
+// probeSize is about an entry's size: any data needs a data block, as an
+// entry does, which access(2) never asks for.
+const probeSize = 512
+
+// probeSpace writes probeSize bytes to an unnamed file in dir and drops
+// it, so a full disk fails STATUS as it fails every ADD. Nothing is left,
+// even by a crash. File systems without O_TMPFILE are not probed.
+func probeSpace(dir string) error {
+	fd, err := unix.Open(dir, unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
+	if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EISDIR) || errors.Is(err, unix.EINVAL) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	_, err = unix.Write(fd, make([]byte, probeSize))
+	return err
 }

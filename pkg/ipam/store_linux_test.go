@@ -19,6 +19,7 @@ import (
 
 	"github.com/netdrivers/netdrivers/pkg/cnierr"
 	"github.com/netdrivers/netdrivers/pkg/netconf"
+	"github.com/netdrivers/netdrivers/pkg/nettest"
 )
 
 // builtin returns a host-local config on a fresh data dir.
@@ -351,6 +352,32 @@ func TestStatusNotWritable(t *testing.T) {
 	}
 	if _, err := os.Stat(c.DataDir); !os.IsNotExist(err) {
 		t.Errorf("STATUS created the data dir")
+	}
+}
+
+// TestStatusFullDisk: on a full data dir every reservation fails, so
+// STATUS must too (access(2) alone passes there), naming the store; it
+// passes again once there is room.
+func TestStatusFullDisk(t *testing.T) {
+	nettest.RequireRoot(t)
+	t.Parallel()
+	disk := nettest.NewTmpfs(t, 1<<20)
+	c := builtin(t, map[string]any{"subnet": "10.12.1.0/24", "dataDir": disk.Path})
+	ctx := context.Background()
+	if err := Status(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	disk.Fill(t)
+	if _, err := Allocate(ctx, c, key("a")); err == nil {
+		t.Errorf("ADD on a full data dir succeeded")
+	}
+	err := Status(ctx, c)
+	if cnierr.CodeOf(err) != cnierr.NotAvailable || !strings.Contains(fmt.Sprint(err), netDir(c)+" is full") {
+		t.Errorf("STATUS on a full data dir = %v (code %d), want code 50 naming %s", err, cnierr.CodeOf(err), netDir(c))
+	}
+	disk.Free(t)
+	if err := Status(ctx, c); err != nil {
+		t.Errorf("STATUS once there is room: %v", err)
 	}
 }
 
