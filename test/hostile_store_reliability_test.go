@@ -360,3 +360,39 @@ func TestHostileFullStateDisk(t *testing.T) {
 		}
 	}
 }
+
+// TestHostileReadOnlyStateDel: on a read-only state dir a DEL with
+// nothing to remove (containerd's second DEL, a DEL without ADD) succeeds,
+// while a DEL of a live attachment fails (5, saying why) and succeeds once
+// the dir is writable again.
+func TestHostileReadOnlyStateDel(t *testing.T) {
+	nettest.RequireRoot(t)
+	t.Parallel()
+	n := newHsNode(t)
+	disk := nettest.NewTmpfs(t, 1<<20)
+	n.cni.StateDir = disk.Path
+	ports := func(port int) map[string]any {
+		return map[string]any{"runtimeConfig": map[string]any{"portMappings": portMappings(port, 1)}}
+	}
+	bridge, host := n.conf("host-local-bridge", ports(18083)), n.conf("hostns", ports(18084))
+	_, gone, err := n.tryAttach(t, "host-local-bridge", bridge)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.detach(t, "host-local-bridge", bridge, gone)
+	full := n.full(t)
+	_, live, err := n.tryAttach(t, "host-local-bridge", n.conf("host-local-bridge", ports(18085)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	disk.SetReadOnly(t, true)
+	n.detach(t, "host-local-bridge", bridge, gone)
+	n.detach(t, "hostns", host, n.env(t, "DEL", nettest.NewNS(t)))
+	live["CNI_COMMAND"] = "DEL"
+	_, err = n.exec(t, "host-local-bridge", n.conf("host-local-bridge", ports(18085)), live)
+	t.Logf("DEL of a live attachment on a read-only state dir: %v", err)
+	wantCode(t, err, 5, "read-only file system")
+	disk.SetReadOnly(t, false)
+	n.detach(t, "host-local-bridge", n.conf("host-local-bridge", ports(18085)), live)
+	unchanged(t, "node", full, n.full(t))
+}

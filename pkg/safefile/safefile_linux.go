@@ -164,10 +164,22 @@ func TempName(path string) string {
 // RemoveWithTemp removes path and its staging name; gone is success.
 func RemoveWithTemp(path string) error {
 	os.Remove(TempName(path))
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) && !goneReadOnly(path, err) {
 		return err
 	}
 	return nil
+}
+
+// goneReadOnly reports whether err, from removing path, only says the
+// file system is read-only while path does not exist: unlink(2) checks
+// the mount before the name, and a DEL of something never added (or
+// already deleted) must not fail there.
+func goneReadOnly(path string, err error) bool {
+	if !errors.Is(err, unix.EROFS) {
+		return false
+	}
+	_, lerr := os.Lstat(path)
+	return errors.Is(lerr, os.ErrNotExist)
 }
 
 // writeUnnamed writes data to an unnamed file in path's directory and
@@ -231,8 +243,12 @@ const DefaultLockTimeout = 60 * time.Second
 
 // Acquire takes an exclusive flock on path, creating it if needed. It
 // waits until ctx ends (or DefaultLockTimeout without a deadline).
+//
+// The file is opened read-only: flock needs no write access, and O_CREAT
+// of an existing file works on a read-only mount, so a DEL with nothing
+// to remove there still gets its lock.
 func Acquire(ctx context.Context, path string) (*Lock, error) {
-	fd, err := open(path, unix.O_RDWR|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	fd, err := open(path, unix.O_RDONLY|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open lock %s: %w", path, err)
 	}
