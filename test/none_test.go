@@ -116,8 +116,8 @@ func TestNoneCheckRefusesExtraInterface(t *testing.T) {
 	cni.MustCheck(t, list, rt)
 	nettest.NewVeth(t, cont, "sneaky0", "", other, "peer0", "")
 	err := cni.CheckNetworkList(context.Background(), list, rt)
-	if err == nil || !strings.Contains(err.Error(), "sneaky0") {
-		t.Fatalf("CHECK with an extra interface = %v, want an error naming sneaky0", err)
+	if nettest.Code(err) != 7 || !strings.Contains(err.Error(), "sneaky0") {
+		t.Fatalf("CHECK with an extra interface = %v, want code 7 naming sneaky0", err)
 	}
 	// The same namespace as "loopback" only cares that lo is up.
 	lb := noneList(t, "1.0.0", "loopback")

@@ -31,6 +31,9 @@ const (
 	Internal            Code = 999
 )
 
+// ErrDiffers marks what CHECK found missing or changed since ADD.
+var ErrDiffers = New(InvalidConfig, "attachment differs from prevResult")
+
 // Error is an error with a CNI code. Msg is the short, user-facing text.
 type Error struct {
 	Code Code

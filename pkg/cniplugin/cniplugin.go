@@ -118,15 +118,19 @@ func run[C any](p Plugin[C], stdout io.Writer) int {
 	os.Setenv("CNI_NETNS_OVERRIDE", "1")
 	var pending []byte
 	confVersion := ""
+	closeLog := func() {}
 	call := func(args *skel.CmdArgs) (err error) {
 		confVersion = peekVersion(args.StdinData)
+		// The logFile, opened by handle, stays open for the failure and
+		// panic lines below: they are what it is for.
+		defer func() { closeLog() }()
 		defer func() {
 			if rec := recover(); rec != nil {
 				log.Printf("panic: %v\n%s", rec, debug.Stack())
 				err = cnierr.Errorf(cnierr.Internal, "internal error: %v", rec)
 			}
 		}()
-		out, err := handle(p, verb, args)
+		out, err := handle(p, verb, args, &closeLog)
 		if err != nil {
 			log.Printf("%s %s: %v", verb, args.ContainerID, err)
 			return toCNI(err)
@@ -172,15 +176,16 @@ func precheck(verb string) error {
 	return netconf.ValidateIfName(os.Getenv("CNI_IFNAME"))
 }
 
-func handle[C any](p Plugin[C], verb string, args *skel.CmdArgs) ([]byte, error) {
+// handle runs verb; a config's logFile is opened into *closeLog, for the
+// caller to close once it has logged the outcome.
+func handle[C any](p Plugin[C], verb string, args *skel.CmdArgs, closeLog *func()) ([]byte, error) {
 	ctx := context.Background()
 	base, err := netconf.Load(args.StdinData)
 	if err != nil {
 		return nil, err
 	}
 	if base.LogFile != "" {
-		closeLog := openLog(base.LogFile)
-		defer closeLog()
+		*closeLog = openLog(base.LogFile)
 	}
 	if err := netconf.ValidateNetworkName(base.Name); err != nil {
 		return nil, err
@@ -242,7 +247,13 @@ func handle[C any](p Plugin[C], verb string, args *skel.CmdArgs) ([]byte, error)
 	case "DEL":
 		return nil, callNoResult(ctx, p.Del, r)
 	case "CHECK":
-		return nil, callNoResult(ctx, p.Check, r)
+		err := callNoResult(ctx, p.Check, r)
+		if err != nil && !coded(err) {
+			// What a check finds missing or changed: a difference, not
+			// an internal error, whichever package found it.
+			err = fmt.Errorf("%w: %w", err, cnierr.ErrDiffers)
+		}
+		return nil, err
 	case "GC":
 		return nil, callNoResult(ctx, p.GC, r)
 	case "STATUS":
@@ -341,6 +352,13 @@ func toCNI(err error) *types.Error {
 }
 
 const maxMsg = 300
+
+// coded reports whether err carries a CNI code of its own.
+func coded(err error) bool {
+	var te *types.Error
+	var ce *cnierr.Error
+	return errors.As(err, &ce) || errors.As(err, &te)
+}
 
 func printError(w io.Writer, err error, ver string) {
 	te, ok := err.(*types.Error)

@@ -175,3 +175,46 @@ func runWith(t *testing.T, p Plugin[struct{}], verb, conf string) (int, []byte) 
 	rc := run(p, &out)
 	return rc, out.Bytes()
 }
+
+// TestCheckDiffers: what a CHECK finds without a code of its own is a
+// difference (code 7); a coded error keeps its code.
+func TestCheckDiffers(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		code uint
+	}{
+		{errors.New(`lo is down`), uint(cnierr.InvalidConfig)},
+		{fmt.Errorf("lock: %w", cnierr.New(cnierr.TryAgainLater, "busy")), uint(cnierr.TryAgainLater)},
+	} {
+		p := Plugin[struct{}]{Name: "t", AllowHostNS: true,
+			Check: func(context.Context, *Request[struct{}]) error { return tc.err }}
+		rc, out := runWith(t, p, "CHECK", `{"cniVersion":"1.0.0","name":"n","type":"t"}`)
+		var e types.Error
+		if rc != 1 || json.Unmarshal(out, &e) != nil || e.Code != tc.code || !strings.Contains(e.Msg, tc.err.Error()) {
+			t.Errorf("CHECK failing with %q: exit %d, %s; want code %d with the message", tc.err, rc, out, tc.code)
+		}
+	}
+}
+
+// TestLogFileGetsFailures: a config's logFile gets the line saying why a
+// call failed, and a panic's.
+func TestLogFileGetsFailures(t *testing.T) {
+	for _, tc := range []struct {
+		add  func(context.Context, *Request[struct{}]) (*current.Result, error)
+		want string
+	}{
+		{func(context.Context, *Request[struct{}]) (*current.Result, error) {
+			return nil, errors.New("no bridge xyz0")
+		}, "ADD c1: no bridge xyz0"},
+		{func(context.Context, *Request[struct{}]) (*current.Result, error) { panic("bad state xyz0") }, "panic: bad state xyz0"},
+	} {
+		logFile := filepath.Join(t.TempDir(), "plugin.log")
+		p := Plugin[struct{}]{Name: "t", AllowHostNS: true, Add: tc.add}
+		if rc, out := runWith(t, p, "ADD", `{"cniVersion":"1.0.0","name":"n","type":"t","logFile":"`+logFile+`"}`); rc != 1 {
+			t.Fatalf("exit %d: %s", rc, out)
+		}
+		if b, err := os.ReadFile(logFile); err != nil || !bytes.Contains(b, []byte(tc.want)) {
+			t.Errorf("logFile holds %q (%v), want %q", b, err, tc.want)
+		}
+	}
+}

@@ -20,7 +20,7 @@ import (
 )
 
 // ErrCheck marks a difference between the live state and prevResult.
-var ErrCheck = cnierr.New(cnierr.InvalidConfig, "attachment differs from prevResult")
+var ErrCheck = cnierr.ErrDiffers
 
 // check verifies, changing nothing, that the container's link still is
 // the macvlan ADD made (type, mode, parent, MAC), with prevResult's
