@@ -2,7 +2,11 @@
 # shellcheck shell=bash
 
 export PATH=$PATH:/usr/local/go/bin:/usr/sbin:/sbin
-GOBIN_DIR=$(go env GOPATH 2>/dev/null)/bin
+if ! command -v go >/dev/null 2>&1; then
+	echo "$0: needs Go $(sed -n 's/^go //p' "$(dirname "${BASH_SOURCE[0]}")/../go.mod") or later on PATH or in /usr/local/go (https://go.dev/dl/; Debian 12's golang-go is too old)" >&2
+	exit 1
+fi
+GOBIN_DIR=$(go env GOPATH)/bin
 export PATH=$PATH:$GOBIN_DIR
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
