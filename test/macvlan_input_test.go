@@ -400,3 +400,25 @@ func TestMacvlanDAD(t *testing.T) {
 		l.cni.MustDel(t, list, c.rt)
 	}
 }
+
+// TestMacvlanUnreportableResult: an L2-only attachment at cniVersion 0.2.0
+// or 0.1.0 makes a result those versions cannot carry (no address): ADD
+// fails with code 1 and takes the link and its records back.
+func TestMacvlanUnreportableResult(t *testing.T) {
+	nettest.RequireRoot(t)
+	t.Parallel()
+	l := newMvLAN(t, false)
+	before := nettest.Snapshot(t, l.host)
+	for _, ver := range []string{"0.2.0", "0.1.0"} {
+		ns := nettest.NewNS(t)
+		c := &mvCont{ns: ns, rt: nettest.Runtime(t, ns, "eth0")}
+		conf := map[string]any{"cniVersion": ver, "name": "mv-l2old", "type": "macvlan", "master": l.parent}
+		if _, err := l.execMv(t, "ADD", conf, c); nettest.Code(err) != 1 {
+			t.Errorf("%s: ADD = %v, want code 1", ver, err)
+		}
+		if nettest.HasLink(t, ns, "eth0") {
+			t.Errorf("%s: the failed ADD left eth0 in the container", ver)
+		}
+		l.assertClean(t, before, "mv-l2old")
+	}
+}
