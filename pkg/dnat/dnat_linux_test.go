@@ -277,3 +277,55 @@ func TestParallel(t *testing.T) {
 		})
 	}
 }
+
+// TestFirewallReload (iptables): the node's firewall reloads its rules
+// (iptables-restore of every table, as netfilter-persistent and firewalld
+// do, or `nft flush ruleset` under iptables-nft) and takes ours with them;
+// the next Add of one network puts back the rules of every network.
+func TestFirewallReload(t *testing.T) {
+	const tables = "*raw\nCOMMIT\n*nat\nCOMMIT\n*filter\nCOMMIT\n"
+	restore := "printf '" + tables + "' | iptables-%[1]s-restore && printf '" + tables + "' | ip6tables-%[1]s-restore"
+	for _, bc := range backendCases(t) {
+		if bc.kind != BackendIptables {
+			continue
+		}
+		reloads := map[string][]string{"restore": {"sh", "-c", fmt.Sprintf(restore, bc.flavor)}}
+		if bc.flavor == FlavorNft {
+			reloads["flush"] = []string{"nft", "flush", "ruleset"}
+		}
+		for name, reload := range reloads {
+			t.Run(bc.name+"/"+name, func(t *testing.T) {
+				t.Parallel()
+				ctx := context.Background()
+				w := newWorld(t)
+				bn1, bn2 := w.newBridge(1, ModeNAT), w.newBridge(2, ModeNAT)
+				a, b, c := w.addCtr(bn1, 0), w.addCtr(bn1, 1), w.addCtr(bn2, 0)
+				be := w.backend(bc)
+				if err := be.Add(ctx, bn1.Network, a.attachment(port("tcp", "", 8080, 80))); err != nil {
+					t.Fatal(err)
+				}
+				if err := be.Add(ctx, bn2.Network, c.attachment()); err != nil {
+					t.Fatal(err)
+				}
+				w.host.MustRun(t, reload[0], reload[1:]...)
+				nettest.Listen(t, b.ns, "tcp", ":80", "B")
+				if err := be.Add(ctx, bn1.Network, b.attachment(port("tcp", "", 8081, 80))); err != nil {
+					t.Fatal(err)
+				}
+				reach(t, w.client, "tcp", join(hostOut4, 8081), "B")
+				nettest.Listen(t, w.client, "tcp", ":9000", "C")
+				if peer := reach(t, b.ns, "tcp", join(clientOut4, 9000), "C"); peer != hostOut4 {
+					t.Errorf("from %s the client saw %s, want it masqueraded to %s", b.ip4, peer, hostOut4)
+				}
+				if err := be.Check(ctx, bn2.Network, c.attachment()); err != nil { // the other network's rules
+					t.Errorf("Check of the other network after the reload: %v", err)
+				}
+				for _, bn := range []*bridgeNet{bn1, bn2} {
+					if err := be.GC(ctx, bn.Network, nil); err != nil {
+						t.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}

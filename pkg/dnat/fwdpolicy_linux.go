@@ -29,56 +29,70 @@ const (
 
 // legacyFilter reports, in the calling thread's namespace, whether the
 // iptables-legacy filter table of a family exists, whether its FORWARD
-// policy is DROP and whether it holds the NETDRIVERS-FORWARD chain. The
-// table is read only when /proc lists it: asking for a table creates it.
+// policy is DROP and whether it holds the NETDRIVERS-FORWARD chain.
 func legacyFilter(v4 bool) (exists, drop, chain bool, err error) {
-	names, fam, level, targetOff := "ip6_tables_names", unix.AF_INET6, unix.SOL_IPV6, 140 // ip6t_entry.target_offset
+	targetOff := 140 // ip6t_entry.target_offset
 	if v4 {
-		names, fam, level, targetOff = "ip_tables_names", unix.AF_INET, unix.SOL_IP, 88 // ipt_entry.target_offset
+		targetOff = 88 // ipt_entry.target_offset
+	}
+	blob, policyAt, exists, err := legacyTable(v4, "filter")
+	if !exists || err != nil {
+		return exists, false, false, err
+	}
+	drop, err = standardVerdictIsDrop(blob, policyAt, targetOff)
+	return true, drop, legacyHasChain(blob, iptForward), err
+}
+
+// legacyHasChain reports whether a table's entries hold a user chain: it
+// starts with an ERROR target holding its name.
+func legacyHasChain(blob []byte, chain string) bool {
+	return bytes.Contains(blob, append([]byte(chain), 0))
+}
+
+// legacyTable returns, in the calling thread's namespace, the entries of
+// a family's iptables-legacy table and the offset of its FORWARD policy
+// rule (filter only). The table is read only when /proc lists it: asking
+// for a table creates it.
+func legacyTable(v4 bool, table string) (blob []byte, policyAt uint32, exists bool, err error) {
+	names, fam, level := "ip6_tables_names", unix.AF_INET6, unix.SOL_IPV6
+	if v4 {
+		names, fam, level = "ip_tables_names", unix.AF_INET, unix.SOL_IP
 	}
 	b, err := os.ReadFile("/proc/thread-self/net/" + names)
-	if err != nil || !slices.Contains(strings.Fields(string(b)), "filter") {
-		return false, false, false, nil // no legacy table: nothing of it can drop
+	if err != nil || !slices.Contains(strings.Fields(string(b)), table) {
+		return nil, 0, false, nil // no legacy table: nothing of it can drop or hold ours
 	}
 	fd, err := unix.Socket(fam, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
 	if err != nil {
-		return true, false, false, fmt.Errorf("open raw socket: %w", err)
+		return nil, 0, true, fmt.Errorf("open raw socket: %w", err)
 	}
 	defer unix.Close(fd)
 	for range 3 { // the table can be replaced between the two calls: EAGAIN
-		var blob []byte
-		var policyAt uint32
-		blob, policyAt, err = legacyEntries(fd, level)
-		if errors.Is(err, unix.EAGAIN) {
-			continue
+		blob, policyAt, err = legacyEntries(fd, level, table)
+		if !errors.Is(err, unix.EAGAIN) {
+			return blob, policyAt, true, err
 		}
-		if err != nil {
-			return true, false, false, err
-		}
-		drop, err = standardVerdictIsDrop(blob, policyAt, targetOff)
-		// A user chain starts with an ERROR target holding its name.
-		return true, drop, bytes.Contains(blob, append([]byte(iptForward), 0)), err
 	}
-	return true, false, false, fmt.Errorf("read iptables-legacy filter table: %w", err)
+	return nil, 0, true, fmt.Errorf("read iptables-legacy %s table: %w", table, err)
 }
 
-// legacyEntries returns the filter table's entries and the offset of the
-// FORWARD policy rule in them.
-func legacyEntries(fd, level int) ([]byte, uint32, error) {
+// legacyEntries returns a table's entries and the offset of the FORWARD
+// policy rule in them.
+func legacyEntries(fd, level int, table string) ([]byte, uint32, error) {
 	info := make([]byte, getInfoLen)
-	copy(info, "filter")
+	copy(info, table)
 	if err := getsockopt(fd, level, soGetInfo, info); err != nil {
-		return nil, 0, fmt.Errorf("get iptables-legacy filter info: %w", err)
+		return nil, 0, fmt.Errorf("get iptables-legacy %s info: %w", table, err)
 	}
 	policyAt, size := binary.NativeEndian.Uint32(info[underflowFwd:]), binary.NativeEndian.Uint32(info[infoSize:])
 	if size > 64<<20 {
-		return nil, 0, fmt.Errorf("iptables-legacy filter table of %d bytes", size)
+		return nil, 0, fmt.Errorf("iptables-legacy %s table of %d bytes", table, size)
 	}
 	buf := make([]byte, entriesHead+int(size))
-	copy(buf, "filter")
+	copy(buf, table)
 	binary.NativeEndian.PutUint32(buf[32:], size)
 	if err := getsockopt(fd, level, soGetEntries, buf); err != nil {
-		return nil, 0, fmt.Errorf("get iptables-legacy filter entries: %w", err)
+		return nil, 0, fmt.Errorf("get iptables-legacy %s entries: %w", table, err)
 	}
 	return buf[entriesHead:], policyAt, nil
 }

@@ -178,12 +178,12 @@ func (b *iptBackend) Status(ctx context.Context) error {
 }
 
 // ensureNetwork installs the chains, hooks and network n's rules under
-// the store lock unless the record says they are current, and the
-// FORWARD guard where a policy drops (read on every ADD, see states).
+// the store lock unless the record says they are current and our chains
+// are in the kernel, and the FORWARD guard where a policy drops (read on
+// every ADD, see states).
 func (b *iptBackend) ensureNetwork(ctx context.Context, n *Network) error {
-	rec, err := b.rec.getNet(n.Name)
-	fwd, ferr := b.guard.states(nil, n)
-	if err == nil && ferr == nil && rec.current(n) && len(unguarded(fwd, rec.Guarded)) == 0 {
+	p, err := b.probe(n)
+	if err == nil && p.current(n) {
 		// Forwarding and route_localnet were set when the rules were made
 		// (each /proc/sys lookup costs O(namespaces)); CHECK reports them.
 		return nil
@@ -193,29 +193,56 @@ func (b *iptBackend) ensureNetwork(ctx context.Context, n *Network) error {
 		return err
 	}
 	defer l.Unlock()
-	old, _ := b.rec.getNet(n.Name)
-	if fwd, err = b.guard.states(nil, n); err != nil {
+	if p, err = b.probe(n); err != nil {
 		return cnierr.Wrap(cnierr.IOFailure, err)
 	}
+	if !p.marked { // a reload took every network's rules, not only n's
+		if err := b.rewriteOthers(n, p.fwd); err != nil {
+			return err
+		}
+	}
 	var guarded []string
-	if old.current(n) {
-		guarded = old.Guarded
-	} else if err := b.writeNetwork(n, old); err != nil {
+	if p.marked && p.rec.current(n) {
+		guarded = p.rec.Guarded
+	} else if err := b.writeNetwork(n, p.rec); err != nil {
 		return err
 	}
 	if err := ensureSysctls(b.host, n); err != nil {
 		return err
 	}
-	ids, err := b.guard.ensure(n, unguarded(fwd, guarded))
+	ids, err := b.guard.ensure(n, unguarded(p.fwd, guarded))
 	if err != nil {
 		return err
 	}
 	return b.rec.putNet(n, append(guarded, ids...))
 }
 
+// rewriteOthers puts back the rules and guards of every recorded network
+// but n after the node's firewall dropped them. Their attachments' rules
+// stay gone until those are added again, as the reference's do.
+func (b *iptBackend) rewriteOthers(n *Network, fwd []fwdState) error {
+	names, err := b.rec.store.List(path.Join("dnat", b.rec.backend, "net"))
+	errs := []error{err}
+	for _, name := range names {
+		var rec netRecord
+		if _, err := b.rec.store.Get(path.Join("dnat", b.rec.backend, "net", name), &rec); err != nil || rec.Network.Name == n.Name {
+			errs = append(errs, err)
+			continue
+		}
+		m := &rec.Network
+		if err := b.writeNetwork(m, nil); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		ids, err := b.guard.ensure(m, unguarded(fwd, nil))
+		errs = append(errs, err, b.rec.putNet(m, ids))
+	}
+	return errors.Join(errs...)
+}
+
 // writeNetwork drops the rules of a changed config and installs n's.
 func (b *iptBackend) writeNetwork(n *Network, old *netRecord) error {
-	if old != nil { // the config changed: drop the old network's rules
+	if old != nil && !old.current(n) { // the config changed: drop the old network's rules
 		if err := b.deleteNetworkRules(&old.Network); err != nil {
 			return err
 		}
