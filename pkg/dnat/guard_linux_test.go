@@ -2,6 +2,7 @@ package dnat
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -53,6 +54,56 @@ func TestLoopbackGuard(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// TestLoopback6Refused: a port published on every address, dialled on
+// [::1] from the node, is refused at once instead of being DNATed into a
+// drop (::1 cannot leave lo), also where an older plugin made the rules;
+// 127.0.0.1 still serves.
+func TestLoopback6Refused(t *testing.T) {
+	for _, bc := range backendCases(t) {
+		t.Run(bc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			w := newWorld(t)
+			bn := w.newBridge(1, ModeNAT)
+			a := w.addCtr(bn, 0)
+			be := w.backend(bc)
+			nettest.Listen(t, a.ns, "tcp", ":80", "A")
+			att := a.attachment(port("tcp", "", 8080, 80))
+			for _, older := range []bool{false, true} {
+				if older {
+					w.olderLayout(t, bc, bn.Network)
+				}
+				if err := be.Add(ctx, bn.Network, att); err != nil {
+					t.Fatal(err)
+				}
+				reach(t, w.host, "tcp", "127.0.0.1:8080", "A")
+				if _, err := nettest.Dial(w.host, "tcp", "[::1]:8080", time.Second); !errors.Is(err, unix.ECONNREFUSED) {
+					t.Errorf("[::1]:8080 from the node (rules of an older plugin: %v): %v, want connection refused", older, err)
+				}
+			}
+			if err := be.GC(ctx, bn.Network, nil); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// olderLayout turns the node's rules into those of a plugin whose nat
+// output hook also DNATed ::1.
+func (w *world) olderLayout(t *testing.T, bc backendCase, n *Network) {
+	if bc.kind == BackendNftables {
+		w.host.MustRun(t, "nft", "delete set inet netdrivers "+setLayout+"; flush chain inet netdrivers nat-output; "+
+			"add rule inet netdrivers nat-output fib daddr type local jump published")
+		return
+	}
+	ipt := "ip6tables-" + bc.flavor
+	w.host.MustRun(t, ipt, append([]string{"-t", "nat", "-D", "OUTPUT"}, iptHooks(false)[3].spec()...)...)
+	w.host.MustRun(t, ipt, append([]string{"-t", "nat", "-I", "OUTPUT"}, iptOldHooks(false)[0].spec()...)...)
+	if err := (records{store: w.store, backend: BackendIptables + "-" + bc.flavor}).putNet(n, nil); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -45,7 +45,7 @@ func newIpt(host *netns.Handle, store *state.Store, o IptablesOptions) (*iptBack
 	if o.Flavor != "" {
 		name += "-" + o.Flavor
 	}
-	return &iptBackend{host: host, rec: records{store: store, backend: name}, guard: newFwdGuard(host), flavor: o.Flavor}, nil
+	return &iptBackend{host: host, rec: records{store: store, backend: name, layout: iptLayout}, guard: newFwdGuard(host), flavor: o.Flavor}, nil
 }
 
 // do runs fn with runners for the families asked (v4 true), inside the
@@ -202,7 +202,7 @@ func (b *iptBackend) ensureNetwork(ctx context.Context, n *Network) error {
 		}
 	}
 	var guarded []string
-	if p.marked && p.rec.current(n) {
+	if p.built(n) {
 		guarded = p.rec.Guarded
 	} else if err := b.writeNetwork(n, p.rec); err != nil {
 		return err
@@ -274,6 +274,11 @@ func (b *iptBackend) ensureSkeleton(ipt *iptables.IPTables, v4 bool) error {
 	if err := ensureHook(ipt, "filter", iptForward, dropJumpSpec()); err != nil {
 		return err
 	}
+	for _, h := range iptOldHooks(v4) {
+		if err := deleteRule(ipt, iptRule{Table: h.Table, Chain: h.From, Spec: h.spec()}); err != nil {
+			return err
+		}
+	}
 	for _, h := range iptHooks(v4) {
 		if err := ensureHook(ipt, h.Table, h.From, h.spec()); err != nil {
 			return err
@@ -316,7 +321,7 @@ func (b *iptBackend) deleteSkeleton() error {
 	return b.do(bothFamilies, func(ipt *iptables.IPTables, v4 bool) error {
 		var errs []error
 		errs = append(errs, deleteRule(ipt, iptRule{Table: "filter", Chain: iptForward, Spec: dropJumpSpec()}))
-		for _, h := range iptHooks(v4) {
+		for _, h := range slices.Concat(iptHooks(v4), iptOldHooks(v4)) {
 			errs = append(errs, deleteRule(ipt, iptRule{Table: h.Table, Chain: h.From, Spec: h.spec()}))
 		}
 		for _, c := range iptChains() {

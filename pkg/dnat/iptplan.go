@@ -18,7 +18,7 @@ import (
 //	       NETDRIVERS-DROP: per network filtering; NETDRIVERS-ISO-OUT/-IN: per bridge isolation
 //	filter INPUT       -j NETDRIVERS-INPUT         isolated networks
 //	nat    PREROUTING  -m addrtype --dst-type LOCAL -j NETDRIVERS-DNAT (not 127.0.0.0/8)
-//	nat    OUTPUT      -m addrtype --dst-type LOCAL -j NETDRIVERS-DNAT
+//	nat    OUTPUT      -m addrtype --dst-type LOCAL -j NETDRIVERS-DNAT (IPv6: not ::1)
 //	       NETDRIVERS-DNAT: per published port -j NDA-<attachment hash>
 //	nat    POSTROUTING -j NETDRIVERS-POSTROUTING   masquerade, hairpin, localhost
 const (
@@ -60,13 +60,29 @@ func iptHooks(v4 bool) []iptHook {
 	if v4 { // loopback destinations from outside are never DNATed (CVE-2020-8558)
 		pre = append([]string{"!", "-d", "127.0.0.0/8"}, pre...)
 	}
+	out := []string{"-m", "addrtype", "--dst-type", "LOCAL"}
+	if !v4 { // ::1 cannot leave lo (no route_localnet in IPv6): refused, not DNATed into a drop
+		out = append([]string{"!", "-d", "::1/128"}, out...)
+	}
 	return []iptHook{
 		{Table: "raw", From: "PREROUTING", To: iptRaw},
 		{Table: "filter", From: "INPUT", To: iptInput},
 		{Table: "nat", From: "PREROUTING", To: iptDNAT, Match: pre},
-		{Table: "nat", From: "OUTPUT", To: iptDNAT, Match: []string{"-m", "addrtype", "--dst-type", "LOCAL"}},
+		{Table: "nat", From: "OUTPUT", To: iptDNAT, Match: out},
 		{Table: "nat", From: "POSTROUTING", To: iptPost},
 	}
+}
+
+// iptLayout numbers the hooks above; a network record of another layout
+// is rebuilt, which replaces the hooks of iptOldHooks.
+const iptLayout = 2
+
+// iptOldHooks are hooks of earlier layouts that the current ones replace.
+func iptOldHooks(v4 bool) []iptHook {
+	if v4 {
+		return nil
+	}
+	return []iptHook{{Table: "nat", From: "OUTPUT", To: iptDNAT, Match: []string{"-m", "addrtype", "--dst-type", "LOCAL"}}}
 }
 
 func (h iptHook) spec() []string {

@@ -23,8 +23,14 @@ type iptProbe struct {
 	fwd    []fwdState // the hosts' iptables FORWARD policies
 }
 
+// built reports whether n's rules and our chains are in the kernel as
+// this layout makes them.
+func (p iptProbe) built(n *Network) bool {
+	return p.marked && p.rec.current(n) && p.rec.Layout == iptLayout
+}
+
 func (p iptProbe) current(n *Network) bool {
-	return p.marked && p.rec.current(n) && len(unguarded(p.fwd, p.rec.Guarded)) == 0
+	return p.built(n) && len(unguarded(p.fwd, p.rec.Guarded)) == 0
 }
 
 // probe reads n's record, the FORWARD policies and our chains without

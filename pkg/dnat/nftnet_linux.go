@@ -54,7 +54,7 @@ func (b *nftBackend) ensureNetwork(ctx context.Context, c *nftConn, n *Network, 
 
 // netProbe is what the fast path learns about network n.
 type netProbe struct {
-	table  bool       // the table has this layout (its attachments set exists)
+	table  bool       // the table has this layout (its attachments and layout sets exist)
 	chains bool       // n's chains exist
 	rec    *netRecord // what they were built from
 	fwd    []fwdState // the hosts' iptables FORWARD policies
@@ -64,21 +64,27 @@ func (p netProbe) current(n *Network) bool {
 	return p.table && p.chains && p.rec.current(n) && len(unguarded(p.fwd, p.rec.Guarded)) == 0
 }
 
-// probe asks for the attachments set (only chains of this layout are
-// current), n's post chain, the FORWARD policies and extra in one round
-// trip.
+// probe asks for the attachments and layout sets (only chains of this
+// layout are current), n's post chain, the FORWARD policies and extra in
+// one round trip.
 func (b *nftBackend) probe(c *nftConn, n *Network, extra ...*nftGet) (netProbe, error) {
 	var p netProbe
-	ours := getSet(setAtts)
+	ours, layout := getSet(setAtts), getSet(setLayout)
 	post := getChain(nftables.TableFamilyINet, tableName, netChainName(n.Name, "post"))
-	fwd, err := b.guard.states(c, n, append([]*nftGet{ours, post}, extra...)...)
+	fwd, err := b.guard.states(c, n, append([]*nftGet{ours, layout, post}, extra...)...)
 	if err != nil {
 		return p, err
 	}
 	p.fwd = fwd
-	if p.table, err = ours.found(); err != nil {
+	hasAtts, err := ours.found()
+	if err != nil {
 		return p, err
 	}
+	hasLayout, err := layout.found()
+	if err != nil {
+		return p, err
+	}
+	p.table = hasAtts && hasLayout
 	if p.chains, err = post.found(); err != nil {
 		return p, err
 	}

@@ -21,7 +21,7 @@ import (
 //	  chain forward         (filter forward 0)        jump n-<net>-fwd per network
 //	  chain input           (filter input 0)          jump n-<net>-in per network
 //	  chain nat-prerouting  (nat prerouting -100)     ip daddr 127.0.0.0/8 return; fib daddr type local jump published
-//	  chain nat-output      (nat output -100)         fib daddr type local jump published
+//	  chain nat-output      (nat output -100)         ip6 daddr ::1 return; fib daddr type local jump published
 //	  chain nat-postrouting (nat postrouting 100)     jump n-<net>-post per network
 //	  chain published       dnat ip to ip daddr . meta l4proto . th dport map @dnat4
 //	                        (then @dnat6, and meta l4proto . th dport map @dnat4-any, @dnat6-any)
@@ -29,6 +29,7 @@ import (
 //	  map dnat4-any/-any    proto . port : container address . port (every local address of the family)
 //	  set attachments       one element per attachment that publishes ports
 //	  set bridges           every netdrivers bridge (for Isolate)
+//	  set layout-3          empty: the base rules are of this layout (older tables are rewritten)
 //
 // Network chains hold only drops (filter) or NAT statements, so their
 // order in the base chains does not matter. An attachment is nothing but
@@ -51,6 +52,7 @@ const (
 	mapAny6    = "dnat6-any"
 	setAtts    = "attachments"
 	setBridges = "bridges"
+	setLayout  = "layout-3"
 )
 
 // pubMaps are the published-port maps, in lookup order: a specific host
@@ -111,6 +113,14 @@ func attSet() *nftables.Set {
 		KeyByteOrder: binaryutil.NativeEndian} // as nft marks strings: `nft list` prints the names
 }
 
+// layoutSet marks a table whose base rules are of this layout: a table
+// without it (an older plugin's) has its base rules rewritten. Its name
+// changes with the base rules.
+func layoutSet() *nftables.Set {
+	return &nftables.Set{Table: nftTable, Name: setLayout, KeyType: nftables.TypeInteger,
+		Comment: "netdrivers layout 3: nat-output leaves ::1 alone"}
+}
+
 func bridgeSet() *nftables.Set {
 	return &nftables.Set{Table: nftTable, Name: setBridges, KeyType: nftables.TypeIFName, KeyByteOrder: binaryutil.NativeEndian}
 }
@@ -121,7 +131,7 @@ func globalSets() []*nftables.Set {
 	for _, m := range pubMaps {
 		out = append(out, pubMap(m))
 	}
-	return append(out, attSet(), bridgeSet())
+	return append(out, attSet(), bridgeSet(), layoutSet())
 }
 
 // nftRule is a rule as data: the chain it goes into and its expressions.
@@ -133,10 +143,14 @@ type nftRule struct {
 // globalRules are the table's own rules, added once with it.
 func globalRules() []nftRule {
 	lo := netip.MustParsePrefix("127.0.0.0/8")
+	lo6 := netip.MustParsePrefix("::1/128")
 	return []nftRule{
 		// Loopback destinations arrive from outside only in attacks (CVE-2020-8558): never DNAT them.
 		{chNatPre, cat(nfprotoIs(true), addrIn(false, lo, true), []expr.Any{verdict(expr.VerdictReturn)})},
 		{chNatPre, cat(fibDaddrLocal(), []expr.Any{jump(chainPub)})},
+		// ::1 cannot leave lo (no route_localnet in IPv6): DNATed, it would be
+		// dropped on the bridge and the dial would hang instead of being refused.
+		{chNatOut, cat(nfprotoIs(false), addrIn(false, lo6, true), []expr.Any{verdict(expr.VerdictReturn)})},
 		{chNatOut, cat(fibDaddrLocal(), []expr.Any{jump(chainPub)})},
 		{chainPub, dnatMap(mapAddr4)},
 		{chainPub, dnatMap(mapAddr6)},

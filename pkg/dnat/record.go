@@ -34,6 +34,7 @@ type netRecord struct {
 	Backend string   `json:"backend"`
 	Network Network  `json:"network"`
 	Guarded []string `json:"guarded,omitempty"`
+	Layout  int      `json:"layout,omitempty"` // of the backend's shared rules (iptables: iptLayout)
 }
 
 // records keeps the per-backend state files under the store:
@@ -41,6 +42,7 @@ type netRecord struct {
 type records struct {
 	store   *state.Store
 	backend string
+	layout  int // written into network records
 }
 
 func (r records) dir(network string) string {
@@ -133,7 +135,7 @@ func (r records) getNet(network string) (*netRecord, error) {
 }
 
 func (r records) putNet(n *Network, guarded []string) error {
-	return r.store.Put(r.netPath(n.Name), &netRecord{Backend: r.backend, Network: *n, Guarded: guarded})
+	return r.store.Put(r.netPath(n.Name), &netRecord{Backend: r.backend, Network: *n, Guarded: guarded, Layout: r.layout})
 }
 
 // current reports whether rec describes n's rules as they are wanted.
