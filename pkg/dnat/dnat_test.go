@@ -42,7 +42,8 @@ func TestMappings(t *testing.T) {
 		{"specific", []netip.Addr{c4, c6}, port("tcp", "192.0.2.1", 80, 81), []string{"ip tcp 192.0.2.1:80 -> 10.1.0.5:81"}, nil},
 		{"localhost v4", []netip.Addr{c4}, port("tcp", "127.0.0.1", 80, 81), []string{"ip tcp 127.0.0.1:80 -> 10.1.0.5:81"}, nil},
 		{"::1 refused", []netip.Addr{c4, c6}, port("tcp", "::1", 80, 80), nil, ErrInvalid},
-		{"wrong family refused", []netip.Addr{c4}, port("tcp", "2001:db8::1", 80, 80), nil, ErrInvalid},
+		{"wrong family skipped", []netip.Addr{c4}, port("tcp", "2001:db8::1", 80, 80), nil, nil},
+		{"wrong family skipped, v6 only container", []netip.Addr{c6}, port("udp", "192.0.2.1", 53, 53), nil, nil},
 		{"no address", nil, port("tcp", "", 80, 80), nil, ErrInvalid},
 		{"bad protocol", []netip.Addr{c4}, port("icmp", "", 80, 80), nil, ErrInvalid},
 	}

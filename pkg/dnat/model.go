@@ -2,6 +2,7 @@ package dnat
 
 import (
 	"fmt"
+	"log"
 	"net/netip"
 
 	"github.com/netdrivers/netdrivers/pkg/netconf"
@@ -157,10 +158,12 @@ func expand(p netconf.Port, c4, c6 netip.Addr) ([]mapping, error) {
 		c = c4
 	}
 	if !c.IsValid() {
-		if h.IsUnspecified() {
-			return nil, nil // a family wildcard the container cannot serve
+		// A dual-stack runtime passes the same hostIPs to every network:
+		// skipped, as the reference portmap does (plugins#378).
+		if !h.IsUnspecified() {
+			log.Printf("port %s: skipped: the container has no address of the hostIP's family", p)
 		}
-		return nil, fmt.Errorf("%w: port %s: the container has no address of the hostIP's family", ErrInvalid, p)
+		return nil, nil
 	}
 	base.Cont = c
 	if !h.IsUnspecified() {
