@@ -138,6 +138,7 @@ func TestBridgeBadInput(t *testing.T) {
 		{"bridge name too long", map[string]any{"bridge": "a-very-long-bridge-name"}, nil, 7, "bridge"},
 		{"hairpin and promisc", map[string]any{"hairpinMode": true, "promiscMode": true}, nil, 7, "promiscMode"},
 		{"vlan", map[string]any{"vlan": 10}, nil, 2, "vlan"},
+		{"vlanTrunk", map[string]any{"vlanTrunk": []any{map[string]any{"id": 5}}}, nil, 2, "vlanTrunk"},
 		{"bad subnet", map[string]any{"ipam": map[string]any{"subnet": "10.1.0.0/33"}}, nil, 7, "10.1.0.0/33"},
 		{"gateway outside subnet", map[string]any{"ipam": map[string]any{"gateway": "10.2.0.1"}}, nil, 7, "10.2.0.1"},
 		{"ipv6 localhost publish", nil, ports("tcp/::1/8080/80"), 7, "::1"},
@@ -183,13 +184,15 @@ func TestBridgeBadInput(t *testing.T) {
 }
 
 // TestBridgeOptions: mtu, hairpinMode off, isGateway/isDefaultGateway off,
-// enabledad, and a named bridge.
+// enabledad, a named bridge, and the reference's refused options set to
+// values that ask for nothing.
 func TestBridgeOptions(t *testing.T) {
 	nettest.RequireRoot(t)
 	t.Parallel()
 	n := newNode(t)
 	list := bridgeConf(t, "opts", "nftables", "10.99.0.0/24", map[string]any{
-		"bridge": "ndopts0", "mtu": 1400, "hairpinMode": false, "isDefaultGateway": false})
+		"bridge": "ndopts0", "mtu": 1400, "hairpinMode": false, "isDefaultGateway": false,
+		"vlan": 0, "vlanTrunk": []any{}, "macspoofchk": false, "disableContainerInterface": false})
 	c := n.attach(t, list, nil)
 	if mtu := nettest.Link(t, c.ns, "eth0").Attrs().MTU; mtu != 1400 {
 		t.Errorf("eth0 MTU = %d", mtu)

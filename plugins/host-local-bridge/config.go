@@ -68,7 +68,7 @@ func load(r *cniplugin.Request[*Conf]) (*Conf, error) {
 	}
 	for field, v := range map[string]json.RawMessage{"vlan": c.VLAN, "vlanTrunk": c.VLANTrunk,
 		"macspoofchk": c.MacSpoofChk, "disableContainerInterface": c.NoContIface} {
-		if len(v) > 0 && string(v) != "null" && string(v) != "false" && string(v) != "0" {
+		if !asksNothing(v) {
 			return nil, cnierr.Errorf(cnierr.UnsupportedField, "%q is not supported by host-local-bridge (got %s)", field, v)
 		}
 	}
@@ -93,6 +93,27 @@ func load(r *cniplugin.Request[*Conf]) (*Conf, error) {
 		return nil, err
 	}
 	return c, c.resolvePorts()
+}
+
+// asksNothing reports whether a field we refuse holds a value that asks
+// for nothing: absent, null, false, 0 or [] (the reference takes
+// "vlanTrunk": [] as no trunk).
+func asksNothing(v json.RawMessage) bool {
+	var x any
+	if len(v) == 0 || json.Unmarshal(v, &x) != nil {
+		return len(v) == 0
+	}
+	switch x := x.(type) {
+	case nil:
+		return true
+	case bool:
+		return !x
+	case float64:
+		return x == 0
+	case []any:
+		return len(x) == 0
+	}
+	return false
 }
 
 // loadTolerant is load for DEL and GC, which must clean up also after a
