@@ -38,8 +38,13 @@ func add(ctx context.Context, r *cniplugin.Request[*Conf]) (_ *current.Result, e
 		return nil, err
 	}
 	hostVeth := veth.HostName(r.Key)
-	if err := veth.Unused(r.HostNS, hostVeth); err != nil {
-		return nil, err
+	// A record says this key was added before: if its host end is live,
+	// this is a second ADD without DEL. Reading the record (one failed
+	// open, as a rule) spares every first ADD the link lookup.
+	if old, err := store.GetAttachment(r.Key); old != nil || err != nil {
+		if err := veth.Unused(r.HostNS, hostVeth); err != nil {
+			return nil, err
+		}
 	}
 	rec := &state.Attachment{Network: r.Key.Network, ContainerID: r.Key.ContainerID, IfName: r.Key.IfName,
 		Plugin: pluginName, NetNS: r.NetNSPath, Objects: map[string]string{"veth": hostVeth, "bridge": c.Bridge, "firewall": c.FirewallBackend}}
