@@ -5,7 +5,6 @@ import (
 	"slices"
 
 	"github.com/coreos/go-iptables/iptables"
-	"github.com/google/nftables"
 
 	"github.com/netdrivers/netdrivers/pkg/netns"
 )
@@ -96,11 +95,7 @@ func (g *fwdGuard) states(c *nftConn, n *Network, pre ...*nftGet) ([]fwdState, e
 	}
 	gets := pre
 	for _, v4 := range fams {
-		fam := nftables.TableFamilyIPv6
-		if v4 {
-			fam = nftables.TableFamilyIPv4
-		}
-		gets = append(gets, getChain(fam, "filter", "FORWARD"), getChain(fam, "filter", iptForward))
+		gets = append(gets, getChain(ipFamily(v4), "filter", "FORWARD"), getChain(ipFamily(v4), "filter", iptForward))
 	}
 	if err := c.get(gets...); err != nil {
 		return nil, err

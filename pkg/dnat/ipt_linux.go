@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path"
 	"slices"
 
 	"github.com/coreos/go-iptables/iptables"
@@ -221,15 +220,13 @@ func (b *iptBackend) ensureNetwork(ctx context.Context, n *Network) error {
 // but n after the node's firewall dropped them. Their attachments' rules
 // stay gone until those are added again, as the reference's do.
 func (b *iptBackend) rewriteOthers(n *Network, fwd []fwdState) error {
-	names, err := b.rec.store.List(path.Join("dnat", b.rec.backend, "net"))
+	recs, err := b.rec.nets()
 	errs := []error{err}
-	for _, name := range names {
-		var rec netRecord
-		if _, err := b.rec.store.Get(path.Join("dnat", b.rec.backend, "net", name), &rec); err != nil || rec.Network.Name == n.Name {
-			errs = append(errs, err)
+	for _, rec := range recs {
+		m := &rec.Network
+		if m.Name == n.Name {
 			continue
 		}
-		m := &rec.Network
 		if err := b.writeNetwork(m, nil); err != nil {
 			errs = append(errs, err)
 			continue
@@ -299,7 +296,7 @@ func (b *iptBackend) removeNetwork(ctx context.Context, n *Network) error {
 	}
 	defer l.Unlock()
 	errs := []error{b.deleteNetworkRules(n), b.guard.remove(n), b.rec.delNet(n.Name)}
-	if nets, err := b.rec.store.List(path.Join("dnat", b.rec.backend, "net")); err == nil && len(nets) == 0 {
+	if nets, err := b.rec.store.List(b.rec.netDir()); err == nil && len(nets) == 0 {
 		errs = append(errs, b.deleteSkeleton())
 	}
 	return errors.Join(errs...)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path"
 	"strings"
 
 	"github.com/google/nftables"
@@ -162,7 +161,7 @@ func (b *nftBackend) removeNetwork(ctx context.Context, n *Network) error {
 	defer c.close()
 	errs := []error{b.deleteNetworkObjects(c.Conn, n)}
 	errs = append(errs, b.guard.remove(n), b.rec.delNet(n.Name))
-	if nets, err := b.rec.store.List(path.Join("dnat", b.rec.backend, "net")); err == nil && len(nets) == 0 {
+	if nets, err := b.rec.store.List(b.rec.netDir()); err == nil && len(nets) == 0 {
 		errs = append(errs, b.deleteTableIfUnused(c.Conn))
 	}
 	return errors.Join(errs...)

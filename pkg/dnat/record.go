@@ -51,8 +51,28 @@ func (r records) dir(network string) string {
 
 func (r records) attPath(k netconf.Key) string { return path.Join(r.dir(k.Network), k.Hash()) }
 
+// netDir holds one record per network of the backend.
+func (r records) netDir() string { return path.Join("dnat", r.backend, "net") }
+
 func (r records) netPath(network string) string {
-	return path.Join("dnat", r.backend, "net", netconf.NetworkHash(network))
+	return path.Join(r.netDir(), netconf.NetworkHash(network))
+}
+
+// nets returns the record of every network of the backend, and the errors
+// of those it could not read.
+func (r records) nets() ([]*netRecord, error) {
+	names, err := r.store.List(r.netDir())
+	errs := []error{err}
+	var out []*netRecord
+	for _, name := range names {
+		var rec netRecord
+		if ok, err := r.store.Get(path.Join(r.netDir(), name), &rec); err != nil {
+			errs = append(errs, err)
+		} else if ok {
+			out = append(out, &rec)
+		}
+	}
+	return out, errors.Join(errs...)
 }
 
 func (r records) put(a *Attachment) error {
