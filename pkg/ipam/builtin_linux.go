@@ -274,22 +274,12 @@ func status(c *Config) error {
 	}
 }
 
-// probeSize is about an entry's size: any data needs a data block, as an
-// entry does, which access(2) never asks for.
-const probeSize = 512
-
-// probeSpace writes probeSize bytes to an unnamed file in dir and drops
-// it, so a full disk fails STATUS as it fails every ADD. Nothing is left,
-// even by a crash. File systems without O_TMPFILE are not probed.
+// probeSpace is safefile.ProbeSpace, except where the file system has no
+// O_TMPFILE: the store then writes named files, which are not probed.
 func probeSpace(dir string) error {
-	fd, err := unix.Open(dir, unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
+	err := safefile.ProbeSpace(dir)
 	if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EISDIR) || errors.Is(err, unix.EINVAL) {
 		return nil
 	}
-	if err != nil {
-		return err
-	}
-	defer unix.Close(fd)
-	_, err = unix.Write(fd, make([]byte, probeSize))
 	return err
 }

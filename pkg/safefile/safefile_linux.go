@@ -201,6 +201,21 @@ func writeUnnamed(path string, data []byte, perm os.FileMode) (int, error) {
 	return fd, nil
 }
 
+// ProbeSize is about a record's size: writing it needs a data block, as a
+// record does, which an empty file or access(2) never asks for.
+const ProbeSize = 512
+
+// ProbeSpace writes ProbeSize bytes to an unnamed file in dir and drops it,
+// so a full disk answers ENOSPC as every record written there would.
+// Nothing is left, even by a crash.
+func ProbeSpace(dir string) error {
+	fd, err := writeUnnamed(filepath.Join(dir, "probe"), make([]byte, ProbeSize), 0o600)
+	if err != nil {
+		return err
+	}
+	return unix.Close(fd)
+}
+
 // linkFile gives the unnamed file fd (made for target) the name path
 // (EEXIST if taken).
 // Equivalent to: linkat(/proc/self/fd/N, path, AT_SYMLINK_FOLLOW)

@@ -226,17 +226,14 @@ func OpenWritable(ctx context.Context) (*Store, error) {
 	return s, nil
 }
 
-// probeSize is about a record's size. The probe must hold data, as a
-// record does: an empty file needs no data block, so it is written even
-// on a full disk, where every ADD then fails.
-const probeSize = 512
-
 // Writable checks that state can be written (for STATUS). Each call
 // writes a file of its own: concurrent STATUS calls sharing one name
 // removed each other's.
 func (s *Store) Writable() error {
 	p := s.Path(fmt.Sprintf(".probe-%d-%d", os.Getpid(), probes.Add(1)))
-	err := safefile.WriteAtomic(p, make([]byte, probeSize), 0o600)
+	// The probe holds data, as a record does: an empty file needs no data
+	// block, so it is written even on a full disk, where every ADD fails.
+	err := safefile.WriteAtomic(p, make([]byte, safefile.ProbeSize), 0o600)
 	if errors.Is(err, unix.ENOSPC) {
 		return cnierr.Wrap(cnierr.NotAvailable, fmt.Errorf("state dir %s is full: %w", s.root, err))
 	}
