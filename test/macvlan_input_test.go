@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -333,35 +334,66 @@ func TestMacvlanLinkInContainer(t *testing.T) {
 
 // TestMacvlanAnnounces: ADD announces the container on the segment (a
 // gratuitous ARP and an unsolicited neighbour advertisement), so the
-// outside host learns its new MAC before any traffic, and has the kernel
-// announce a later MAC change.
+// outside host and the other macvlans of the parent learn its new MAC
+// before any traffic, and has the kernel announce a later MAC change.
+// Sent by the plugin itself, or, when the node's reaper runs (here
+// started by a DEL just before), by the reaper.
 func TestMacvlanAnnounces(t *testing.T) {
 	nettest.RequireRoot(t)
 	t.Parallel()
+	for _, byReaper := range []bool{false, true} {
+		t.Run(map[bool]string{false: "in the call", true: "by the reaper"}[byReaper], func(t *testing.T) {
+			t.Parallel()
+			testMacvlanAnnounces(t, byReaper)
+		})
+	}
+}
+
+func testMacvlanAnnounces(t *testing.T, byReaper bool) {
 	l := newMvLAN(t, false)
-	l.out.Sysctl(t, "net/ipv4/conf/eth0/arp_accept", "1")
-	l.out.Sysctl(t, "net/ipv6/conf/eth0/accept_untracked_na", "1") // taken from
-	l.out.Sysctl(t, "net/ipv6/conf/eth0/forwarding", "1")          // routers only
+	learns := func(ns *nettest.NS, link string) {
+		ns.Sysctl(t, "net/ipv4/conf/"+link+"/arp_accept", "1")
+		ns.Sysctl(t, "net/ipv6/conf/"+link+"/accept_untracked_na", "1") // taken from
+		ns.Sysctl(t, "net/ipv6/conf/"+link+"/forwarding", "1")          // routers only
+	}
+	learns(l.out, "eth0")
 	list := l.list(t, "1.0.0", map[string]any{"ipam": map[string]any{"subnet": nil, "rangeStart": nil, "rangeEnd": nil,
 		"ranges": []any{
 			[]any{map[string]any{"subnet": mvSubnet, "rangeStart": "192.0.2.30"}},
 			[]any{map[string]any{"subnet": mvSubnet6, "rangeStart": "2001:db8:4::30"}}}}})
+	sib := l.attach(t, list)
+	learns(sib.ns, "eth0")
+	if byReaper {
+		tmp := l.attach(t, list)
+		l.cni.MustDel(t, list, tmp.rt) // starts the reaper: it deletes tmp's link
+		if !reaperListens(t, l.host) {
+			t.Fatal("no reaper listens in the host namespace after a DEL")
+		}
+	}
 	c := l.attach(t, list)
 	mac := c.res.Interfaces[0].Mac
-	for _, ip := range []string{c.ip(false), c.ip(true)} {
-		nettest.Eventually(t, 3*time.Second, "outside host learns "+ip, func() error {
-			if !hasNeigh(t, l.out, ip, mac) {
-				return fmt.Errorf("no neighbour entry %s -> %s", ip, mac)
-			}
-			return nil
-		})
+	for _, who := range []struct {
+		name string
+		ns   *nettest.NS
+	}{{"the outside host", l.out}, {"the sibling macvlan", sib.ns}} {
+		for _, ip := range []string{c.ip(false), c.ip(true)} {
+			nettest.Eventually(t, 3*time.Second, who.name+" learns "+ip, func() error {
+				if !hasNeigh(t, who.ns, ip, mac) {
+					return fmt.Errorf("no neighbour entry %s -> %s", ip, mac)
+				}
+				return nil
+			})
+		}
 	}
 	nettest.Reachable(t, c.ns, mvOutIP6)
 	// A later MAC change (a chained tuning "mac") is announced by the
 	// kernel too: ndisc_notify, as the reference sets it.
-	if got := c.ns.ReadSysctl(t, "net/ipv6/conf/eth0/ndisc_notify"); got != "1" {
-		t.Errorf("ndisc_notify = %s, want 1", got)
-	}
+	nettest.Eventually(t, 3*time.Second, "ndisc_notify", func() error {
+		if got := c.ns.ReadSysctl(t, "net/ipv6/conf/eth0/ndisc_notify"); got != "1" {
+			return fmt.Errorf("ndisc_notify = %s, want 1", got)
+		}
+		return nil
+	})
 	c.ns.MustRun(t, "ip", "link", "set", "eth0", "address", "02:00:00:00:77:77")
 	nettest.Eventually(t, 3*time.Second, "outside host learns the new MAC of "+c.ip(true), func() error {
 		if !hasNeigh(t, l.out, c.ip(true), "02:00:00:00:77:77") {
@@ -370,6 +402,18 @@ func TestMacvlanAnnounces(t *testing.T) {
 		return nil
 	})
 	l.cni.MustDel(t, list, c.rt)
+	l.cni.MustDel(t, list, sib.rt)
+}
+
+// reaperListens reports whether the node's link reaper listens in ns.
+func reaperListens(t *testing.T, ns *nettest.NS) bool {
+	t.Helper()
+	var b []byte
+	ns.MustDo(t, func() (err error) {
+		b, err = os.ReadFile("/proc/thread-self/net/unix") // /proc/net is the main thread's
+		return err
+	})
+	return strings.Contains(string(b), "@netdrivers-link-reaper")
 }
 
 // TestMacvlanDAD: with enabledad the container's IPv6 address goes through

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"unsafe"
 
 	"github.com/vishvananda/netlink/nl"
@@ -128,4 +129,15 @@ func sendNA(fd, ifIndex int, mac net.HardwareAddr, a netip.Addr) error {
 		return fmt.Errorf("neighbour advertisement for %s: %w", a, err)
 	}
 	return nil
+}
+
+// AnnounceLink is Announce, then, for a link with IPv6 addresses,
+// SetNDiscNotify: the link announces mac now and the kernel any later MAC
+// change, as with the reference's arp_notify and ndisc_notify.
+func (h *Handle) AnnounceLink(ifIndex int, ifName string, mac net.HardwareAddr, addrs []netip.Addr) error {
+	err := h.Announce(ifIndex, mac, addrs)
+	if slices.ContainsFunc(addrs, netip.Addr.Is6) {
+		err = errors.Join(err, h.SetNDiscNotify(ifName))
+	}
+	return err
 }

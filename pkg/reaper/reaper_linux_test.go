@@ -2,12 +2,16 @@ package reaper
 
 import (
 	"errors"
+	"fmt"
 	"net"
+	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
@@ -34,7 +38,7 @@ func (l *jobLog) do(nsFd int, j job) {
 	l.mu.Lock()
 	l.jobs, l.found = append(l.jobs, j), append(l.found, found)
 	l.mu.Unlock()
-	delLink(nsFd, j)
+	do(nsFd, j)
 }
 
 func (l *jobLog) get() ([]job, []bool) {
@@ -152,7 +156,7 @@ func TestReaperChecksLink(t *testing.T) {
 	t.Parallel()
 	node, _, name := newPair(t, "rpc")
 	idx := nettest.Link(t, node, name).Attrs().Index
-	for _, j := range []job{{idx, "other0", "veth"}, {idx, name, "macvlan"}} {
+	for _, j := range []job{{idx: idx, name: "other0", typ: "veth"}, {idx: idx, name: name, typ: "macvlan"}} {
 		fd, err := unix.Open(node.Path(), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			t.Fatal(err)
@@ -186,7 +190,7 @@ func TestReaperNotRoot(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The reaper may hang up before the request is sent (EPIPE): also a refusal.
-	unix.Sendmsg(fd, []byte(job{idx, name, "veth"}.encode()), unix.UnixRights(node.Handle().Fd()), nil, 0)
+	unix.Sendmsg(fd, []byte(job{idx: idx, name: name, typ: "veth"}.encode()), unix.UnixRights(node.Handle().Fd()), nil, 0)
 	var ack [1]byte
 	if n, _ := unix.Read(fd, ack[:]); n > 0 {
 		t.Errorf("a caller of uid 65534 got an ack %q", ack[:n])
@@ -195,5 +199,82 @@ func TestReaperNotRoot(t *testing.T) {
 	<-done
 	if jobs, _ := log.get(); len(jobs) != 0 || !nettest.HasLink(t, node, name) {
 		t.Errorf("jobs %+v from a caller of uid 65534; link there: %v", jobs, nettest.HasLink(t, node, name))
+	}
+}
+
+// TestReaperAnnounces: with a reaper running, announce hands the link to
+// it, starting none; the reaper announces with the MAC the link has (not
+// the caller's) and sets ndisc_notify. Without one, the announcement is
+// sent in the call, which starts a reaper only when that took slow.
+func TestReaperAnnounces(t *testing.T) {
+	nettest.RequireRoot(t)
+	t.Parallel()
+	node, cont, out := nettest.NewNS(t), nettest.NewNS(t), nettest.NewNS(t)
+	nettest.NewVeth(t, cont, "eth0", "198.51.100.5/24", out, "eth0", "198.51.100.6/24")
+	nettest.AddAddr(t, cont, "eth0", "2001:db8:5::5/64")
+	nettest.AddAddr(t, out, "eth0", "2001:db8:5::6/64")
+	link := nettest.Link(t, cont, "eth0")
+	mac := link.Attrs().HardwareAddr.String()
+	addrs := []netip.Addr{netip.MustParseAddr("198.51.100.5"), netip.MustParseAddr("2001:db8:5::5")}
+	stale, _ := net.ParseMAC("02:00:00:00:00:99")
+	ol := nettest.Link(t, out, "eth0")
+	// setStale has out map addrs to another MAC; learned waits until out
+	// maps them to the link's.
+	setStale := func() {
+		for _, a := range addrs {
+			n := &netlink.Neigh{LinkIndex: ol.Attrs().Index, State: netlink.NUD_REACHABLE, IP: a.AsSlice(), HardwareAddr: stale}
+			if err := out.NL(t).NeighSet(n); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	learned := func(what string) {
+		t.Helper()
+		nettest.Eventually(t, 2*time.Second, what, func() error {
+			ns, err := out.NL(t).NeighList(ol.Attrs().Index, netlink.FAMILY_ALL)
+			if err != nil {
+				return err
+			}
+			for _, a := range addrs {
+				if !slices.ContainsFunc(ns, func(n netlink.Neigh) bool {
+					return n.IP.Equal(a.AsSlice()) && n.HardwareAddr.String() == mac
+				}) {
+					return fmt.Errorf("out does not map %s to %s: %v", a, mac, ns)
+				}
+			}
+			return nil
+		})
+	}
+	j := job{idx: link.Attrs().Index, name: "eth0", announce: addrs}
+	if d, err := decode(j.encode()); err != nil || !slices.Equal(d.announce, addrs) || d.idx != j.idx || d.name != "eth0" {
+		t.Fatalf("decode(encode(%+v)) = %+v, %v", j, d, err)
+	}
+
+	log := &jobLog{}
+	start, done := starter(t, log, 300*time.Millisecond)
+	node.MustDo(t, start)
+	starts := 0
+	counted := func() error { starts++; return nil }
+	setStale()
+	node.MustDo(t, func() error { return announce(cont.Handle(), j, stale, time.Hour, counted) })
+	learned("announced by the reaper")
+	if got := cont.ReadSysctl(t, "net/ipv6/conf/eth0/ndisc_notify"); got != "1" {
+		t.Errorf("ndisc_notify = %s after the reaper's announcement, want 1", got)
+	}
+	if jobs, _ := log.get(); starts != 0 || len(jobs) != 1 || !slices.Equal(jobs[0].announce, addrs) {
+		t.Errorf("with a reaper running: %d started, jobs %+v; want none started, the one announcement", starts, jobs)
+	}
+	<-done
+
+	for _, slow := range []time.Duration{time.Hour, 0} {
+		setStale()
+		node.MustDo(t, func() error { return announce(cont.Handle(), j, link.Attrs().HardwareAddr, slow, counted) })
+		learned(fmt.Sprintf("announced in the call (slow %v)", slow))
+		if want := map[time.Duration]int{time.Hour: 0, 0: 1}[slow]; starts != want {
+			t.Errorf("slow %v: %d reapers started, want %d", slow, starts, want)
+		}
+	}
+	if jobs, _ := log.get(); len(jobs) != 1 {
+		t.Errorf("jobs %+v after the reaper exited", jobs)
 	}
 }

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log"
-	"net/netip"
-	"slices"
 
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -17,6 +15,7 @@ import (
 	"github.com/netdrivers/netdrivers/pkg/cniplugin"
 	"github.com/netdrivers/netdrivers/pkg/ipam"
 	"github.com/netdrivers/netdrivers/pkg/netns"
+	"github.com/netdrivers/netdrivers/pkg/reaper"
 	"github.com/netdrivers/netdrivers/pkg/state"
 	"github.com/netdrivers/netdrivers/pkg/undo"
 )
@@ -132,26 +131,16 @@ func configure(ctx context.Context, r *cniplugin.Request[*Conf], link netlink.Li
 	if err := ipam.Configure(r.ContNS, r.Key.IfName, res, ipam.ConfigureOpts{DAD: c.EnableDAD}); err != nil {
 		return err
 	}
-	announce(r.ContNS, link, ipam.Addrs(res))
+	// The segment's caches learn the new MAC at once, and later changes
+	// too (arp_notify; ndisc_notify with IPv6, whose Configure opened
+	// /proc/sys already). With many siblings on the parent the node's
+	// reaper sends it (see reaper.Announce). Failures cost only the
+	// announcement, as in the reference, which ignores them.
+	a := link.Attrs()
+	if err := reaper.Announce(r.HostNS, r.ContNS, a.Index, a.Name, a.HardwareAddr, ipam.Addrs(res)); err != nil {
+		log.Printf("announce %s: %v", a.Name, err)
+	}
 	return nil
-}
-
-// announce has the segment's caches learn the new MAC at once (the
-// reference has the kernel do it through arp_notify/ndisc_notify, whose
-// /proc/sys writes cost O(namespaces)), and later MAC changes too:
-// Announce leaves arp_notify set, and with IPv6, whose Configure opened
-// /proc/sys already, ndisc_notify is set after it. Failures cost only
-// announcements, as in the reference, which ignores them.
-func announce(ns *netns.Handle, link netlink.Link, addrs []netip.Addr) {
-	name := link.Attrs().Name
-	if err := ns.Announce(link.Attrs().Index, link.Attrs().HardwareAddr, addrs); err != nil {
-		log.Printf("announce %s: %v", name, err)
-	}
-	if slices.ContainsFunc(addrs, netip.Addr.Is6) {
-		if err := ns.SetNDiscNotify(name); err != nil {
-			log.Printf("announce later MAC changes of %s: %v", name, err)
-		}
-	}
 }
 
 // attachShim routes the container's addresses from the host through the
