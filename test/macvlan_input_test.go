@@ -405,6 +405,64 @@ func testMacvlanAnnounces(t *testing.T, byReaper bool) {
 	l.cni.MustDel(t, list, sib.rt)
 }
 
+// TestMacvlanHandsAnnouncementOver: with a reaper listening in the node
+// namespace, ADD hands it the announcement (the link's index, name and
+// addresses, and the container's namespace) and sends none itself.
+func TestMacvlanHandsAnnouncementOver(t *testing.T) {
+	nettest.RequireRoot(t)
+	t.Parallel()
+	l := newMvLAN(t, false)
+	list := l.list(t, "1.0.0", map[string]any{"ipam": map[string]any{"subnet": nil, "rangeStart": nil, "rangeEnd": nil,
+		"ranges": []any{
+			[]any{map[string]any{"subnet": mvSubnet, "rangeStart": "192.0.2.30"}},
+			[]any{map[string]any{"subnet": mvSubnet6, "rangeStart": "2001:db8:4::30"}}}}})
+	var ln *net.UnixListener
+	l.host.MustDo(t, func() (err error) {
+		ln, err = net.ListenUnix("unixpacket", &net.UnixAddr{Name: "@netdrivers-link-reaper", Net: "unixpacket"})
+		return err
+	})
+	t.Cleanup(func() { ln.Close() })
+	got := make(chan string, 1)
+	go func() { // a stand-in reaper: takes one request and acknowledges it
+		c, err := ln.AcceptUnix()
+		ln.Close() // DEL deletes for itself
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		buf, oob := make([]byte, 4096), make([]byte, unix.CmsgSpace(4))
+		n, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		var fds []int
+		if cms, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil && len(cms) == 1 {
+			fds, _ = unix.ParseUnixRights(&cms[0])
+		}
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+		c.Write([]byte{'k'})
+		got <- fmt.Sprintf("%s, %d fd", buf[:n], len(fds))
+	}()
+	c := l.attach(t, list)
+	want := fmt.Sprintf("announce %d eth0 %s %s, 1 fd", nettest.Link(t, c.ns, "eth0").Attrs().Index, c.ip(false), c.ip(true))
+	select {
+	case s := <-got:
+		if s != want {
+			t.Errorf("the reaper was handed %q, want %q", s, want)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("ADD handed nothing to the listening reaper")
+	}
+	// Announcing sets arp_notify: the plugin did not.
+	if got := c.ns.ReadSysctl(t, "net/ipv4/conf/eth0/arp_notify"); got != "0" {
+		t.Errorf("arp_notify = %s after a handed-over announcement: ADD announced too", got)
+	}
+	l.cni.MustDel(t, list, c.rt)
+}
+
 // reaperListens reports whether the node's link reaper listens in ns.
 func reaperListens(t *testing.T, ns *nettest.NS) bool {
 	t.Helper()

@@ -1,6 +1,7 @@
 package netns
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -21,18 +22,10 @@ import (
 // own. The sysctls arp_notify/ndisc_notify that the reference writes are
 // avoided: every /proc/sys lookup costs O(namespaces) on a busy node.
 func (h *Handle) Announce(ifIndex int, mac net.HardwareAddr, addrs []netip.Addr) error {
-	var v4 bool
-	var v6 []netip.Addr
-	for _, a := range addrs {
-		if a.Is4() {
-			v4 = true
-		} else {
-			v6 = append(v6, a)
-		}
-	}
+	v4, v6 := split(addrs)
 	icmp := -1
 	err := h.Do(func() (err error) { // one visit for both
-		if v4 {
+		if len(v4) > 0 {
 			if err = garp(ifIndex, mac); err != nil {
 				return err
 			}
@@ -63,13 +56,115 @@ func (h *Handle) Announce(ifIndex int, mac net.HardwareAddr, addrs []netip.Addr)
 // change would otherwise make the kernel send a second advertisement.
 // Equivalent to: ip netns exec NS sysctl -w net.ipv6.conf.IF.ndisc_notify=1
 func (h *Handle) SetNDiscNotify(ifName string) error {
-	return h.Do(func() error {
-		p := "/proc/sys/net/ipv6/conf/" + ifName + "/ndisc_notify"
-		if err := os.WriteFile(p, []byte("1"), 0o644); err != nil {
-			return fmt.Errorf("set ndisc_notify on %q: %w", ifName, err)
+	return h.Do(func() error { return setNDiscNotify(ifName) })
+}
+
+func setNDiscNotify(ifName string) error {
+	p := "/proc/sys/net/ipv6/conf/" + ifName + "/ndisc_notify"
+	if err := os.WriteFile(p, []byte("1"), 0o644); err != nil {
+		return fmt.Errorf("set ndisc_notify on %q: %w", ifName, err)
+	}
+	return nil
+}
+
+// AnnounceCurrent is AnnounceLink for a helper that runs after ADD has
+// answered, beside a chained plugin that may set the link's MAC (tuning
+// "mac") at any moment: it never writes the MAC, which could undo that
+// change. The kernel's own announcements of a MAC change (arp_notify,
+// ndisc_notify) are set first; then the link's MAC is read and announced,
+// the gratuitous ARP from an AF_PACKET socket (whose close waits for an
+// RCU grace period, which a helper can afford), and read again: if it
+// changed meanwhile, the kernel's announcement of the change may have gone
+// out before ours, so the new MAC is announced once more.
+func (h *Handle) AnnounceCurrent(ifIndex int, ifName string, addrs []netip.Addr) error {
+	v4, v6 := split(addrs)
+	pkt, icmp := -1, -1
+	err := h.Do(func() (err error) {
+		if len(v4) > 0 {
+			if err = setARPNotify(ifIndex); err != nil {
+				return err
+			}
+			pkt, err = unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ARP)))
+			if err != nil {
+				return err
+			}
 		}
-		return nil
+		if len(v6) > 0 {
+			if err = setNDiscNotify(ifName); err != nil {
+				return err
+			}
+			icmp, err = unix.Socket(unix.AF_INET6, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMPV6)
+		}
+		return err
 	})
+	for _, fd := range []int{pkt, icmp} {
+		if fd >= 0 {
+			defer unix.Close(fd)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("announce %v: %w", addrs, err)
+	}
+	nl, err := h.Netlink()
+	if err != nil {
+		return err
+	}
+	var sent net.HardwareAddr
+	for range 3 { // a MAC still changing after that has the kernel announce it
+		l, err := nl.LinkByIndex(ifIndex)
+		if err != nil {
+			return fmt.Errorf("announce %v: %w", addrs, err)
+		}
+		mac := l.Attrs().HardwareAddr
+		if bytes.Equal(mac, sent) {
+			return nil
+		}
+		var errs []error
+		for _, a := range v4 {
+			errs = append(errs, sendARP(pkt, ifIndex, mac, a))
+		}
+		for _, a := range v6 {
+			errs = append(errs, sendNA(icmp, ifIndex, mac, a))
+		}
+		if err := errors.Join(errs...); err != nil {
+			return err
+		}
+		sent = mac
+	}
+	return nil
+}
+
+func split(addrs []netip.Addr) (v4, v6 []netip.Addr) {
+	for _, a := range addrs {
+		if a.Is4() {
+			v4 = append(v4, a)
+		} else {
+			v6 = append(v6, a)
+		}
+	}
+	return v4, v6
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+// sendARP broadcasts, on the AF_PACKET socket fd, the gratuitous ARP
+// request that arp_notify sends: sender and target a, sender mac.
+func sendARP(fd, ifIndex int, mac net.HardwareAddr, a netip.Addr) error {
+	msg := make([]byte, 28)
+	binary.BigEndian.PutUint16(msg[0:], 1)      // Ethernet
+	binary.BigEndian.PutUint16(msg[2:], 0x0800) // IPv4
+	msg[4], msg[5] = 6, 4
+	binary.BigEndian.PutUint16(msg[6:], 1) // request
+	ip := a.As4()
+	copy(msg[8:], mac)
+	copy(msg[14:], ip[:])
+	copy(msg[24:], ip[:]) // target MAC (18:24) stays zero
+	to := &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ARP), Ifindex: ifIndex, Halen: 6,
+		Addr: [8]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}}
+	if err := unix.Sendto(fd, msg, 0, to); err != nil {
+		return fmt.Errorf("gratuitous ARP for %s: %w", a, err)
+	}
+	return nil
 }
 
 // ipv4DevconfARPNotify is IPV4_DEVCONF_ARP_NOTIFY (linux/ip.h).
@@ -82,6 +177,23 @@ const ipv4DevconfARPNotify = 22
 // An AF_PACKET socket would do too, but closing one waits for an RCU
 // grace period (synchronize_net): ~15 ms, most of a macvlan ADD.
 func garp(ifIndex int, mac net.HardwareAddr) error {
+	if err := setARPNotify(ifIndex); err != nil {
+		return err
+	}
+	req := nl.NewNetlinkRequest(unix.RTM_SETLINK, unix.NLM_F_ACK)
+	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
+	msg.Index = int32(ifIndex)
+	req.AddData(msg)
+	req.AddData(nl.NewRtAttr(unix.IFLA_ADDRESS, mac))
+	if _, err := req.Execute(unix.NETLINK_ROUTE, 0); err != nil {
+		return fmt.Errorf("gratuitous ARP: %w", err)
+	}
+	return nil
+}
+
+// setARPNotify sets the link's own arp_notify, over netlink in the
+// current namespace.
+func setARPNotify(ifIndex int) error {
 	req := nl.NewNetlinkRequest(unix.RTM_SETLINK, unix.NLM_F_ACK)
 	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
 	msg.Index = int32(ifIndex)
@@ -92,12 +204,6 @@ func garp(ifIndex int, mac net.HardwareAddr) error {
 	req.AddData(spec)
 	if _, err := req.Execute(unix.NETLINK_ROUTE, 0); err != nil {
 		return fmt.Errorf("arp_notify: %w", err)
-	}
-	req = nl.NewNetlinkRequest(unix.RTM_SETLINK, unix.NLM_F_ACK)
-	req.AddData(msg)
-	req.AddData(nl.NewRtAttr(unix.IFLA_ADDRESS, mac))
-	if _, err := req.Execute(unix.NETLINK_ROUTE, 0); err != nil {
-		return fmt.Errorf("gratuitous ARP: %w", err)
 	}
 	return nil
 }

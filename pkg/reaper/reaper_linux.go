@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
@@ -41,6 +42,8 @@ const (
 	// slowAnnounce is how long an announcement sent by the plugin itself
 	// may take before it starts a reaper for the ADDs that follow.
 	slowAnnounce = time.Millisecond
+	// announceAck bounds the wait for a reaper's ack of an announcement.
+	announceAck = 100 * time.Millisecond
 )
 
 func init() { reexec.Register(helper, func() int { serve(); return 0 }) }
@@ -80,38 +83,51 @@ func del(ns *netns.Handle, name, typ string, start func() error) error {
 	return ns.DelLink(name, typ)
 }
 
-// Announce has the link idx, named name, in ns announce addrs with its
-// MAC, and keep announcing later changes (netns.Handle.AnnounceLink). In
-// bridge mode the kernel hands a macvlan's broadcast to every other
-// bridge-mode macvlan of the parent inside the sending call, and each
-// container's stack processes it there: 3-4 ms with 900 of them, most of
-// the ADD, against 0.05 ms with none. So the node's reaper, when one
-// runs, sends it instead, moments after the plugin answers. Otherwise it
-// is sent here, and if that was slow, a reaper is started for the ADDs
-// that follow. Announcements are best effort, as in the reference.
-func Announce(host, ns *netns.Handle, idx int, name string, mac net.HardwareAddr, addrs []netip.Addr) error {
-	j := job{idx: idx, name: name, announce: addrs}
-	if !host.IsSelf() || !reexec.Enabled() {
-		return ns.AnnounceLink(idx, name, mac, addrs)
-	}
-	return announce(ns, j, mac, slowAnnounce, func() error { return reexec.Start(helper) })
-}
-
-func announce(ns *netns.Handle, j job, mac net.HardwareAddr, slow time.Duration, start func() error) error {
-	if handRunning(ns, j) == nil {
+// Announce has link in ns announce addrs with its MAC, and keep
+// announcing later changes (netns.Handle.AnnounceLink). In bridge mode the
+// kernel hands a macvlan's broadcast to every other bridge-mode macvlan of
+// the parent inside the sending call, and each container's stack
+// processes it there: 3-4 ms with 900 of them, most of the ADD, against
+// 0.05 ms with none. So the node's reaper, when one runs, sends it instead,
+// moments after the plugin answers (netns.Handle.AnnounceCurrent).
+// Otherwise it is sent here, and if that was slow, a reaper is started for
+// the ADDs that follow. Announcements are best effort, as in the reference.
+func Announce(host, ns *netns.Handle, link netlink.Link, addrs []netip.Addr) error {
+	if len(addrs) == 0 {
 		return nil
 	}
+	a := link.Attrs()
+	if !host.IsSelf() || !reexec.Enabled() {
+		return ns.AnnounceLink(a.Index, a.Name, a.HardwareAddr, addrs)
+	}
+	j := job{idx: a.Index, name: a.Name, announce: addrs}
+	return announce(ns, j, a.HardwareAddr, slowAnnounce, func() error { return reexec.Start(helper) })
+}
+
+// announce hands j to a running reaper, or sends it itself and, when that
+// took slow and no reaper listens (not one that refused or did not
+// answer: an older binary's, or a wedged one), starts one with start.
+func announce(ns *netns.Handle, j job, mac net.HardwareAddr, slow time.Duration, start func() error) error {
+	fd, err := reexec.Dial(addr)
+	if err == nil {
+		// The reaper answers at once; a busy or wedged one costs the ADD
+		// this long, then a (maybe second) announcement of its own.
+		tv := unix.NsecToTimeval(announceAck.Nanoseconds())
+		if unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv) == nil && send(fd, ns, j) == nil {
+			return nil
+		}
+	}
 	t := time.Now()
-	err := ns.AnnounceLink(j.idx, j.name, mac, j.announce)
-	if time.Since(t) >= slow {
+	aerr := ns.AnnounceLink(j.idx, j.name, mac, j.announce)
+	if errors.Is(err, unix.ECONNREFUSED) && time.Since(t) >= slow {
 		start() // if it fails, only later calls lose
 	}
-	return err
+	return aerr
 }
 
 // job is one link to delete, or to announce, in the namespace whose fd
-// comes with it. The reaper checks the index still names name, of type
-// typ.
+// comes with it. The reaper checks the index still names name (and for a
+// delete, is of type typ).
 type job struct {
 	idx       int
 	name, typ string
@@ -169,15 +185,6 @@ func hand(ns *netns.Handle, j job, start func() error) error {
 		if err != nil {
 			return err
 		}
-	}
-	return send(fd, ns, j)
-}
-
-// handRunning gives j to a reaper that is running, starting none.
-func handRunning(ns *netns.Handle, j job) error {
-	fd, err := reexec.Dial(addr)
-	if err != nil {
-		return err
 	}
 	return send(fd, ns, j)
 }
@@ -253,8 +260,8 @@ func waitDel(w, idx int, timeout time.Duration) error {
 	}
 }
 
-// serve is the detached reaper: it takes deletes until idle, then waits
-// for the ones under way. Another reaper holding the address ends it.
+// serve is the detached reaper: it takes deletes and announcements until
+// idle, then waits for the ones under way. Another reaper holding the address ends it.
 func serve() {
 	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: addr, Net: "unixpacket"})
 	if err != nil {
@@ -299,7 +306,7 @@ func run(ln *net.UnixListener, idle time.Duration, do func(nsFd int, j job)) {
 }
 
 // read takes one request, and the namespace fd it carries, from a root
-// caller: anyone else could otherwise have links deleted.
+// caller: anyone else could otherwise have links deleted or announced.
 func read(c *net.UnixConn) (int, job, bool) {
 	if !reexec.Admit(c) {
 		return -1, job{}, false
@@ -341,8 +348,7 @@ func delLink(nsFd int, j job) {
 }
 
 // announceLink has j's link in the namespace nsFd refers to announce j's
-// addresses with the MAC it has now (a chained plugin may have changed
-// it since), if the index still names the link, and closes nsFd.
+// addresses, if the index still names the link, and closes nsFd.
 func announceLink(nsFd int, j job) {
 	defer unix.Close(nsFd)
 	h, err := netns.Open(fmt.Sprintf("/proc/self/fd/%d", nsFd))
@@ -354,9 +360,8 @@ func announceLink(nsFd int, j job) {
 	if err != nil {
 		return
 	}
-	l, err := nl.LinkByIndex(j.idx)
-	if err != nil || l.Attrs().Name != j.name {
+	if l, err := nl.LinkByIndex(j.idx); err != nil || l.Attrs().Name != j.name {
 		return
 	}
-	h.AnnounceLink(j.idx, j.name, l.Attrs().HardwareAddr, j.announce) // best effort: nobody to tell
+	h.AnnounceCurrent(j.idx, j.name, j.announce) // best effort: nobody to tell
 }

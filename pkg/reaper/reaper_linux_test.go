@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/netdrivers/netdrivers/pkg/netns"
 	"github.com/netdrivers/netdrivers/pkg/nettest"
+	"github.com/netdrivers/netdrivers/pkg/reexec"
 )
 
 // jobLog records what a reaper was handed and whether the link was still
@@ -277,4 +279,160 @@ func TestReaperAnnounces(t *testing.T) {
 	if jobs, _ := log.get(); len(jobs) != 1 {
 		t.Errorf("jobs %+v after the reaper exited", jobs)
 	}
+
+	// A reaper that refuses (an older binary's) or does not answer: the
+	// call announces itself and starts no other, however slow.
+	ln := listen(t, node)
+	go func() {
+		for {
+			c, err := ln.AcceptUnix()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	setStale()
+	node.MustDo(t, func() error { return announce(cont.Handle(), j, link.Attrs().HardwareAddr, 0, counted) })
+	learned("announced in the call, beside a refusing reaper")
+	if starts != 1 {
+		t.Errorf("%d reapers started beside a refusing one, want still 1", starts)
+	}
+}
+
+// listen binds the reaper's address in node for the test's own server.
+func listen(t *testing.T, node *nettest.NS) *net.UnixListener {
+	t.Helper()
+	var ln *net.UnixListener
+	node.MustDo(t, func() (err error) {
+		ln, err = net.ListenUnix("unixpacket", &net.UnixAddr{Name: addr, Net: "unixpacket"})
+		return err
+	})
+	t.Cleanup(func() { ln.Close() })
+	return ln
+}
+
+// TestReaperAnnounceChecks: a job whose index names another link changes
+// nothing there, and a request cut by the reaper's buffer is refused.
+func TestReaperAnnounceChecks(t *testing.T) {
+	nettest.RequireRoot(t)
+	t.Parallel()
+	node, cont, _ := newPair(t, "rpk")
+	idx := nettest.Link(t, cont, "eth0").Attrs().Index
+	fd, err := unix.Open(cont.Path(), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	announceLink(fd, job{idx: idx, name: "other0", announce: []netip.Addr{netip.MustParseAddr("198.51.100.5")}})
+	if got := cont.ReadSysctl(t, "net/ipv4/conf/eth0/arp_notify"); got != "0" {
+		t.Errorf("a job naming other0 set eth0's arp_notify to %s", got)
+	}
+
+	// Cut at the reaper's 4096 bytes right before an address, so that
+	// what it reads still parses.
+	j := job{idx: idx, name: "eth0"}
+	for len(j.encode()) < 4096-60 {
+		j.announce = append(j.announce, netip.MustParseAddr(fmt.Sprintf("2001:db8:aaaa:bbbb:cccc:dddd:eeee:%x", 0x1000+len(j.announce))))
+	}
+	for r := 4096 - len(j.encode()); r > 0; r = 4096 - len(j.encode()) {
+		j.announce = append(j.announce, ipv4OfLen(min(r-1, 15)))
+	}
+	j.announce = append(j.announce, netip.MustParseAddr("2001:db8::1"))
+	many := j.announce
+	log := &jobLog{}
+	start, done := starter(t, log, 200*time.Millisecond)
+	node.MustDo(t, start)
+	node.MustDo(t, func() error {
+		fd, err := reexec.Dial(addr)
+		if err != nil {
+			return err
+		}
+		if err := send(fd, cont.Handle(), job{idx: idx, name: "eth0", announce: many}); err == nil {
+			t.Errorf("a %d-byte request was acknowledged", len(job{idx: idx, name: "eth0", announce: many}.encode()))
+		}
+		return nil
+	})
+	<-done
+	if jobs, _ := log.get(); len(jobs) != 0 {
+		t.Errorf("jobs %+v from a cut request", jobs)
+	}
+}
+
+// TestReaperAnnouncesBesideMACChange: a chained plugin (tuning "mac") may
+// set the link's MAC while the reaper announces, after ADD answered. The
+// reaper must neither set the MAC back nor leave a neighbour with the old
+// one.
+func TestReaperAnnouncesBesideMACChange(t *testing.T) {
+	nettest.RequireRoot(t)
+	t.Parallel()
+	cont, out := nettest.NewNS(t), nettest.NewNS(t)
+	nettest.NewVeth(t, cont, "eth0", "198.51.100.5/24", out, "eth0", "198.51.100.6/24")
+	nettest.AddAddr(t, cont, "eth0", "2001:db8:5::5/64")
+	nettest.AddAddr(t, out, "eth0", "2001:db8:5::6/64")
+	out.Sysctl(t, "net/ipv6/conf/eth0/accept_untracked_na", "1")
+	out.Sysctl(t, "net/ipv6/conf/eth0/forwarding", "1")
+	link, ol := nettest.Link(t, cont, "eth0"), nettest.Link(t, out, "eth0")
+	addrs := []netip.Addr{netip.MustParseAddr("198.51.100.5"), netip.MustParseAddr("2001:db8:5::5")}
+	j := job{idx: link.Attrs().Index, name: "eth0", announce: addrs}
+	macs := make([]net.HardwareAddr, 3)
+	for i := range macs {
+		macs[i] = net.HardwareAddr{2, 0, 0, 0, 0, byte(0x90 + i)}
+	}
+	nl, onl := cont.NL(t), out.NL(t)
+	const n = 40
+	var reverted, stale int
+	for i := range n {
+		// A fresh link: old MAC, no notifications; out holds another MAC.
+		cont.Sysctl(t, "net/ipv6/conf/eth0/ndisc_notify", "0")
+		cont.Sysctl(t, "net/ipv4/conf/eth0/arp_notify", "0")
+		if err := nl.LinkSetHardwareAddr(link, macs[1]); err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range addrs {
+			n := &netlink.Neigh{LinkIndex: ol.Attrs().Index, State: netlink.NUD_REACHABLE, IP: a.AsSlice(), HardwareAddr: macs[0]}
+			if err := onl.NeighSet(n); err != nil {
+				t.Fatal(err)
+			}
+		}
+		fd, err := unix.Open(cont.Path(), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() { defer close(done); announceLink(fd, j) }()
+		time.Sleep(time.Duration(i*15) * time.Microsecond) // across the announcement
+		if err := nl.LinkSetHardwareAddr(link, macs[2]); err != nil {
+			t.Fatal(err)
+		}
+		<-done
+		if l := nettest.Link(t, cont, "eth0"); l.Attrs().HardwareAddr.String() != macs[2].String() {
+			reverted++
+			continue
+		}
+		time.Sleep(20 * time.Millisecond)
+		ns, err := onl.NeighList(ol.Attrs().Index, netlink.FAMILY_ALL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range addrs {
+			if !slices.ContainsFunc(ns, func(e netlink.Neigh) bool {
+				return e.IP.Equal(a.AsSlice()) && e.HardwareAddr.String() == macs[2].String()
+			}) {
+				stale++
+				t.Logf("run %d: out does not map %s to %s: %v", i, a, macs[2], ns)
+			}
+		}
+	}
+	if reverted > 0 || stale > 0 {
+		t.Errorf("of %d runs, %d set the MAC back; %d addresses left mapped to another MAC", n, reverted, stale)
+	}
+}
+
+// ipv4OfLen is an IPv4 address whose text has n (7 to 15) characters.
+func ipv4OfLen(n int) netip.Addr {
+	octets := []string{"1", "1", "1", "1"}
+	for i := 0; len(strings.Join(octets, ".")) < n; i = (i + 1) % 4 {
+		octets[i] += "1"
+	}
+	return netip.MustParseAddr(strings.Join(octets, "."))
 }

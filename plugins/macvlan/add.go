@@ -132,13 +132,11 @@ func configure(ctx context.Context, r *cniplugin.Request[*Conf], link netlink.Li
 		return err
 	}
 	// The segment's caches learn the new MAC at once, and later changes
-	// too (arp_notify; ndisc_notify with IPv6, whose Configure opened
-	// /proc/sys already). With many siblings on the parent the node's
-	// reaper sends it (see reaper.Announce). Failures cost only the
-	// announcement, as in the reference, which ignores them.
-	a := link.Attrs()
-	if err := reaper.Announce(r.HostNS, r.ContNS, a.Index, a.Name, a.HardwareAddr, ipam.Addrs(res)); err != nil {
-		log.Printf("announce %s: %v", a.Name, err)
+	// too (arp_notify; ndisc_notify with IPv6). With many siblings on the
+	// parent the node's reaper sends it (see reaper.Announce). Failures
+	// cost only the announcement, as in the reference, which ignores them.
+	if err := reaper.Announce(r.HostNS, r.ContNS, link, ipam.Addrs(res)); err != nil {
+		log.Printf("announce %s: %v", link.Attrs().Name, err)
 	}
 	return nil
 }
