@@ -105,7 +105,7 @@ func Announce(host, ns *netns.Handle, link netlink.Link, addrs []netip.Addr) err
 }
 
 // announce hands j to a running reaper, or sends it itself and, when that
-// took slow and no reaper listens (not one that refused or did not
+// took at least slow and no reaper listens (not one that refused or did not
 // answer: an older binary's, or a wedged one), starts one with start.
 func announce(ns *netns.Handle, j job, mac net.HardwareAddr, slow time.Duration, start func() error) error {
 	fd, err := reexec.Dial(addr)
@@ -261,7 +261,8 @@ func waitDel(w, idx int, timeout time.Duration) error {
 }
 
 // serve is the detached reaper: it takes deletes and announcements until
-// idle, then waits for the ones under way. Another reaper holding the address ends it.
+// idle, then waits for the ones under way. Another reaper holding the
+// address ends it.
 func serve() {
 	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: addr, Net: "unixpacket"})
 	if err != nil {
@@ -270,6 +271,7 @@ func serve() {
 	run(ln, idle, do)
 }
 
+// do runs j, an announcement or a delete.
 func do(nsFd int, j job) {
 	if j.announce != nil {
 		announceLink(nsFd, j)
