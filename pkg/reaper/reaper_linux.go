@@ -113,7 +113,9 @@ func announce(ns *netns.Handle, j job, mac net.HardwareAddr, slow time.Duration,
 		// The reaper answers at once; a busy or wedged one costs the ADD
 		// this long, then a (maybe second) announcement of its own.
 		tv := unix.NsecToTimeval(announceAck.Nanoseconds())
-		if unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv) == nil && send(fd, ns, j) == nil {
+		if serr := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); serr != nil {
+			unix.Close(fd)
+		} else if send(fd, ns, j) == nil {
 			return nil
 		}
 	}
