@@ -17,10 +17,7 @@ import (
 func TestAnnounce(t *testing.T) {
 	nettest.RequireRoot(t)
 	t.Parallel()
-	a, b := nettest.NewNS(t), nettest.NewNS(t)
-	nettest.NewVeth(t, a, "eth0", "198.51.100.5/24", b, "eth0", "198.51.100.6/24")
-	nettest.AddAddr(t, a, "eth0", "2001:db8:5::5/64")
-	nettest.AddAddr(t, b, "eth0", "2001:db8:5::6/64")
+	a, b := nettest.NewNeighbours(t)
 	link := nettest.Link(t, a, "eth0")
 	old, _ := net.ParseMAC("02:00:00:00:00:99")
 	bl := nettest.Link(t, b, "eth0")

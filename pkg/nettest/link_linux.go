@@ -38,6 +38,17 @@ func NewVeth(t testing.TB, a *NS, name, addrA string, b *NS, peer, addrB string)
 	return &Veth{Name: name, PeerName: peer, NS: a, PeerNS: b}
 }
 
+// NewNeighbours is two fresh namespaces whose eth0s are joined by a veth:
+// a has 198.51.100.5/24 and 2001:db8:5::5/64, b the same network's .6.
+func NewNeighbours(t testing.TB) (a, b *NS) {
+	t.Helper()
+	a, b = NewNS(t), NewNS(t)
+	NewVeth(t, a, "eth0", "198.51.100.5/24", b, "eth0", "198.51.100.6/24")
+	AddAddr(t, a, "eth0", "2001:db8:5::5/64")
+	AddAddr(t, b, "eth0", "2001:db8:5::6/64")
+	return a, b
+}
+
 // SetUp brings a link up and adds an address (CIDR, optional, no DAD).
 func SetUp(t testing.TB, n *NS, name, cidr string) {
 	t.Helper()

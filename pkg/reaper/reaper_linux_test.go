@@ -211,10 +211,8 @@ func TestReaperNotRoot(t *testing.T) {
 func TestReaperAnnounces(t *testing.T) {
 	nettest.RequireRoot(t)
 	t.Parallel()
-	node, cont, out := nettest.NewNS(t), nettest.NewNS(t), nettest.NewNS(t)
-	nettest.NewVeth(t, cont, "eth0", "198.51.100.5/24", out, "eth0", "198.51.100.6/24")
-	nettest.AddAddr(t, cont, "eth0", "2001:db8:5::5/64")
-	nettest.AddAddr(t, out, "eth0", "2001:db8:5::6/64")
+	node := nettest.NewNS(t)
+	cont, out := nettest.NewNeighbours(t)
 	link := nettest.Link(t, cont, "eth0")
 	mac := link.Attrs().HardwareAddr.String()
 	addrs := []netip.Addr{netip.MustParseAddr("198.51.100.5"), netip.MustParseAddr("2001:db8:5::5")}
@@ -365,10 +363,7 @@ func TestReaperAnnounceChecks(t *testing.T) {
 func TestReaperAnnouncesBesideMACChange(t *testing.T) {
 	nettest.RequireRoot(t)
 	t.Parallel()
-	cont, out := nettest.NewNS(t), nettest.NewNS(t)
-	nettest.NewVeth(t, cont, "eth0", "198.51.100.5/24", out, "eth0", "198.51.100.6/24")
-	nettest.AddAddr(t, cont, "eth0", "2001:db8:5::5/64")
-	nettest.AddAddr(t, out, "eth0", "2001:db8:5::6/64")
+	cont, out := nettest.NewNeighbours(t)
 	out.Sysctl(t, "net/ipv6/conf/eth0/accept_untracked_na", "1")
 	out.Sysctl(t, "net/ipv6/conf/eth0/forwarding", "1")
 	link, ol := nettest.Link(t, cont, "eth0"), nettest.Link(t, out, "eth0")
