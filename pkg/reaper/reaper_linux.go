@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -352,9 +353,16 @@ func delLink(nsFd int, j job) {
 }
 
 // announceLink has j's link in the namespace nsFd refers to announce j's
-// addresses, if the index still names the link, and closes nsFd.
+// addresses, if the index still names the link, and closes nsFd. It runs
+// on a goroutine of its own, whose thread it leaves at the lowest priority.
 func announceLink(nsFd int, j job) {
 	defer unix.Close(nsFd)
+	// The broadcast's CPU (every sibling's stack, inside the send) yields
+	// to the node's plugin calls, the next ADD's above all: nice 19, per
+	// thread on Linux, so deletes and accepts keep theirs. The thread stays
+	// locked and ends, niced, with the goroutine.
+	runtime.LockOSThread()
+	unix.Setpriority(unix.PRIO_PROCESS, 0, 19) // best effort, as the job is
 	h, err := netns.Open(fmt.Sprintf("/proc/self/fd/%d", nsFd))
 	if err != nil {
 		return

@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -430,4 +433,50 @@ func ipv4OfLen(n int) netip.Addr {
 		octets[i] += "1"
 	}
 	return netip.MustParseAddr(strings.Join(octets, "."))
+}
+
+// threadNice is the nice value of the calling thread.
+func threadNice(t *testing.T) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/thread-self/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	n, err := strconv.Atoi(f[16]) // field 19 of stat(5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// An announcement runs niced on a thread that dies with it: the reaper's
+// other threads (deletes, accepts) keep their priority.
+func TestReaperAnnouncesNiced(t *testing.T) {
+	in := make(chan int)
+	go func() {
+		fd, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			panic(err)
+		}
+		// Not a namespace: the job ends at once, on the thread it niced.
+		announceLink(fd, job{idx: 1, name: "lo", announce: []netip.Addr{netip.MustParseAddr("198.51.100.9")}})
+		in <- threadNice(t)
+	}()
+	if n := <-in; n != 19 {
+		t.Fatalf("nice of the announcing thread: %d, want 19", n)
+	}
+	// No thread that later runs goroutines may have kept it.
+	for i := range 50 {
+		out := make(chan int)
+		go func() {
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			out <- threadNice(t)
+		}()
+		if n := <-out; n != 0 {
+			t.Fatalf("goroutine %d after the announcement ran on a thread with nice %d", i, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
