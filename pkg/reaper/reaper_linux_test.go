@@ -5,10 +5,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -435,19 +433,15 @@ func ipv4OfLen(n int) netip.Addr {
 	return netip.MustParseAddr(strings.Join(octets, "."))
 }
 
-// threadNice is the nice value of the calling thread.
+// threadNice is the nice value of the calling thread, or -100 after
+// reporting an error (Errorf: callers run on goroutines of their own).
 func threadNice(t *testing.T) int {
-	t.Helper()
-	b, err := os.ReadFile("/proc/thread-self/stat")
+	prio, err := unix.Getpriority(unix.PRIO_PROCESS, 0) // the thread's, 20 - nice
 	if err != nil {
-		t.Fatal(err)
+		t.Errorf("getpriority: %v", err)
+		return -100
 	}
-	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
-	n, err := strconv.Atoi(f[16]) // field 19 of stat(5)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
+	return 20 - prio
 }
 
 // An announcement runs niced on a thread that dies with it: the reaper's
