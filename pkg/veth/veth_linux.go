@@ -9,6 +9,7 @@ import (
 	"os"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 
 	"github.com/netdrivers/netdrivers/pkg/cnierr"
@@ -57,7 +58,8 @@ type Pair struct {
 // Add creates a veth pair, s.HostName in host (enslaved to s.MasterIdx,
 // up) and s.ContName in cont (up), in one create without a namespace
 // move. On error nothing is left.
-// The host end's MAC is chosen here (netns.LocalMAC), so udev keeps it.
+// Both MACs are chosen here (netns.LocalMAC), so udev keeps the host end's
+// and no read-back is needed for the container end's.
 // Equivalent to: ip link add HOST address HMAC mtu MTU master BR up type veth peer CONT address MAC netns CONT
 // (and, with NoLinkLocal: ip -n CONT link set CONT addrgenmode none; with
 // HostNoIPv6 the host end comes up after sysctl net.ipv6.conf.HOST.disable_ipv6=1)
@@ -73,15 +75,11 @@ func Add(host, cont *netns.Handle, s Spec) (_ Pair, err error) {
 	var u undo.Stack
 	defer u.OnError(&err)
 
-	la := netlink.NewLinkAttrs()
-	la.Name, la.MTU, la.Flags, la.MasterIndex = s.HostName, s.MTU, net.FlagUp, s.MasterIdx
-	la.HardwareAddr = netns.LocalMAC()
-	if s.HostNoIPv6 {
-		la.Flags = 0 // up once IPv6 is off
+	if s.ContMAC == nil {
+		s.ContMAC = netns.LocalMAC()
 	}
-	v := &netlink.Veth{LinkAttrs: la, PeerName: s.ContName, PeerHardwareAddr: s.ContMAC,
-		PeerNamespace: netlink.NsFd(cont.Fd())}
-	if err := hnl.LinkAdd(v); err != nil {
+	hl, peerIdx, err := create(host, cont, s, netns.LocalMAC(), !s.HostNoIPv6)
+	if err != nil {
 		if errors.Is(err, unix.EEXIST) {
 			return Pair{}, fmt.Errorf("create veth %q for %q: %w", s.HostName, s.ContName, existsErr(host, cont, s))
 		}
@@ -89,13 +87,19 @@ func Add(host, cont *netns.Handle, s Spec) (_ Pair, err error) {
 	}
 	u.Push(func() error { return Del(host, s.HostName) }) // deletes both ends
 
-	hl, err := hnl.LinkByName(s.HostName)
-	if err != nil {
-		return Pair{}, fmt.Errorf("find %q: %w", s.HostName, err)
-	}
-	cl, err := cnl.LinkByName(s.ContName)
-	if err != nil {
-		return Pair{}, fmt.Errorf("find %q in container: %w", s.ContName, err)
+	var cl netlink.Link
+	if hl == nil { // a kernel without the echo (before 6.3): read both ends back
+		if hl, err = hnl.LinkByName(s.HostName); err != nil {
+			return Pair{}, fmt.Errorf("find %q: %w", s.HostName, err)
+		}
+		if cl, err = cnl.LinkByName(s.ContName); err != nil {
+			return Pair{}, fmt.Errorf("find %q in container: %w", s.ContName, err)
+		}
+	} else {
+		la := netlink.NewLinkAttrs()
+		la.Name, la.Index, la.MTU, la.HardwareAddr = s.ContName, peerIdx, hl.Attrs().MTU, s.ContMAC
+		la.ParentIndex = hl.Attrs().Index
+		cl = &netlink.Veth{LinkAttrs: la, PeerName: s.HostName}
 	}
 	if s.HostNoIPv6 {
 		if err := host.Do(func() error { return disableIPv6(s.HostName) }); err != nil {
@@ -116,6 +120,62 @@ func Add(host, cont *netns.Handle, s Spec) (_ Pair, err error) {
 		return Pair{}, fmt.Errorf("set %q up: %w", s.ContName, err)
 	}
 	return Pair{Host: hl, Cont: cl}, nil
+}
+
+// echoCreate asks the kernel to answer a create with the new host end
+// (NLM_F_ECHO; Linux 6.3 and later honour it). Tests clear it to take the
+// path of older kernels.
+var echoCreate = true
+
+// create makes the pair in one request: the host end enslaved to
+// s.MasterIdx and, when up, up. It returns the host end and its peer's
+// index from the kernel's echo, or a nil link when the kernel sent none.
+// vishvananda/netlink's LinkAdd takes three requests for the same (create,
+// read back for the index, enslave) and answers with nothing.
+func create(host, cont *netns.Handle, s Spec, hostMAC net.HardwareAddr, up bool) (netlink.Link, int, error) {
+	flags := unix.NLM_F_CREATE | unix.NLM_F_EXCL | unix.NLM_F_ACK
+	if echoCreate {
+		flags |= unix.NLM_F_ECHO
+	}
+	req := nl.NewNetlinkRequest(unix.RTM_NEWLINK, flags)
+	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
+	if up {
+		msg.Flags, msg.Change = unix.IFF_UP, unix.IFF_UP
+	}
+	req.AddData(msg)
+	req.AddData(nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated(s.HostName)))
+	req.AddData(nl.NewRtAttr(unix.IFLA_ADDRESS, hostMAC))
+	if s.MTU > 0 {
+		req.AddData(nl.NewRtAttr(unix.IFLA_MTU, nl.Uint32Attr(uint32(s.MTU))))
+	}
+	if s.MasterIdx > 0 {
+		req.AddData(nl.NewRtAttr(unix.IFLA_MASTER, nl.Uint32Attr(uint32(s.MasterIdx))))
+	}
+	info := nl.NewRtAttr(unix.IFLA_LINKINFO, nil)
+	info.AddRtAttr(nl.IFLA_INFO_KIND, nl.NonZeroTerminated("veth"))
+	peer := info.AddRtAttr(nl.IFLA_INFO_DATA, nil).AddRtAttr(nl.VETH_INFO_PEER, nil)
+	nl.NewIfInfomsgChild(peer, unix.AF_UNSPEC)
+	peer.AddRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated(s.ContName))
+	peer.AddRtAttr(unix.IFLA_ADDRESS, s.ContMAC)
+	if s.MTU > 0 {
+		peer.AddRtAttr(unix.IFLA_MTU, nl.Uint32Attr(uint32(s.MTU)))
+	}
+	peer.AddRtAttr(unix.IFLA_NET_NS_FD, nl.Uint32Attr(uint32(cont.Fd())))
+	req.AddData(info)
+	var msgs [][]byte
+	if err := host.Do(func() (err error) { msgs, err = req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWLINK); return err }); err != nil {
+		return nil, 0, err
+	}
+	for _, m := range msgs {
+		l, err := netlink.LinkDeserialize(nil, m)
+		if err != nil || l.Attrs().Name != s.HostName {
+			continue
+		}
+		// The echo goes out before the kernel enslaves the link.
+		l.Attrs().MasterIndex = s.MasterIdx
+		return l, l.Attrs().ParentIndex, nil // IFLA_LINK: the peer's index in its namespace
+	}
+	return nil, 0, nil
 }
 
 // disableIPv6 turns IPv6 off on dev in the calling thread's namespace; a

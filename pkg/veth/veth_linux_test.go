@@ -2,9 +2,12 @@ package veth
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"slices"
 	"testing"
+
+	"github.com/vishvananda/netlink"
 
 	"github.com/netdrivers/netdrivers/pkg/cnierr"
 	"github.com/netdrivers/netdrivers/pkg/netconf"
@@ -67,5 +70,54 @@ func TestDelRefusesNonVeth(t *testing.T) {
 	}
 	if !nettest.HasLink(t, host, "lo") {
 		t.Error("lo deleted")
+	}
+}
+
+// TestAddEnslavesAndDescribes runs Add as on a kernel that echoes the
+// create (6.3 and later) and as on one that does not: either way the host
+// end is the bridge's port, up, and the pair returned is what the kernel
+// holds (indices, names, MACs), also for a MAC Add chose itself.
+func TestAddEnslavesAndDescribes(t *testing.T) {
+	nettest.RequireRoot(t)
+	for _, echo := range []bool{true, false} {
+		t.Run(map[bool]string{true: "echo", false: "no-echo"}[echo], func(t *testing.T) {
+			defer func(v bool) { echoCreate = v }(echoCreate)
+			echoCreate = echo
+			host, cont := nettest.NewNS(t), nettest.NewNS(t)
+			if err := host.NL(t).LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br0"}}); err != nil {
+				t.Fatal(err)
+			}
+			br := nettest.Link(t, host, "br0")
+			for i, noV6 := range []bool{true, false} {
+				name := fmt.Sprintf("vethtest%d", i)
+				ifname := fmt.Sprintf("eth%d", i)
+				p, err := Add(host.Handle(), cont.Handle(), Spec{HostName: name, ContName: ifname, MasterIdx: br.Attrs().Index, HostNoIPv6: noV6, NoLinkLocal: true})
+				if err != nil {
+					t.Fatal(err)
+				}
+				hl, cl := nettest.Link(t, host, name), nettest.Link(t, cont, ifname)
+				if hl.Attrs().MasterIndex != br.Attrs().Index {
+					t.Errorf("%s: master %d, want the bridge %d", name, hl.Attrs().MasterIndex, br.Attrs().Index)
+				}
+				for _, l := range []netlink.Link{hl, cl} {
+					if l.Attrs().Flags&net.FlagUp == 0 {
+						t.Errorf("%s is down", l.Attrs().Name)
+					}
+				}
+				for _, c := range []struct{ got, want netlink.Link }{{p.Host, hl}, {p.Cont, cl}} {
+					g, w := c.got.Attrs(), c.want.Attrs()
+					if g.Name != w.Name || g.Index != w.Index || g.HardwareAddr.String() != w.HardwareAddr.String() || g.MTU != w.MTU {
+						t.Errorf("Add returned %s #%d %s mtu %d, the kernel holds %s #%d %s mtu %d",
+							g.Name, g.Index, g.HardwareAddr, g.MTU, w.Name, w.Index, w.HardwareAddr, w.MTU)
+					}
+				}
+				if a := cont.AddrAssignType(t, ifname); a != "3" {
+					t.Errorf("%s: addr_assign_type %s, want 3 (set by Add)", ifname, a)
+				}
+				if noV6 && len(nettest.Addrs(t, host, name)) != 0 {
+					t.Errorf("%s has addresses: %v", name, nettest.Addrs(t, host, name))
+				}
+			}
+		})
 	}
 }
