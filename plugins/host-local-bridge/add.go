@@ -65,7 +65,7 @@ func add(ctx context.Context, r *cniplugin.Request[*Conf]) (_ *current.Result, e
 		}
 		u.Push(func() error { return ipam.Release(ctx, c.ipam, r.Key) })
 	}
-	br, err := bridge.Ensure(r.HostNS, bridge.Spec{Name: c.Bridge, MTU: c.MTU, Promisc: c.PromiscMode})
+	br, err := bridge.Ensure(r.HostNS, bridge.Spec{Name: c.Bridge, MTU: c.MTU, Promisc: c.PromiscMode, McastSnooping: c.McastSnooping})
 	if err != nil {
 		return nil, err
 	}

@@ -28,6 +28,7 @@ type Conf struct {
 	MTU             int    `json:"mtu"`
 	HairpinMode     *bool  `json:"hairpinMode"`
 	PromiscMode     bool   `json:"promiscMode"`
+	McastSnooping   bool   `json:"multicastSnooping"`
 	EnableDAD       bool   `json:"enabledad"`
 	GatewayMode     string `json:"gatewayMode"`
 	ICC             *bool  `json:"icc"`
