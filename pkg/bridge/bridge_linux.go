@@ -26,8 +26,8 @@ type Spec struct {
 	// McastSnooping keeps the kernel's multicast snooping on a bridge
 	// Ensure creates. Off by default: a container bridge has no querier,
 	// so the bridge floods multicast either way, while snooping makes
-	// every port event walk all ports with their query timers (adding or
-	// removing a port took 0.7 ms more at 900 ports with it).
+	// every port event walk all ports with their query timers (at 900
+	// ports, removing one took 0.7 ms more with it, adding one 0.15 ms).
 	McastSnooping bool
 }
 
