@@ -217,8 +217,7 @@ func NeighMAC(host *netns.Handle, index int, ip netip.Addr) (mac net.HardwareAdd
 	req := nl.NewNetlinkRequest(unix.RTM_GETNEIGH, 0)
 	req.AddData(&netlink.Ndmsg{Family: uint8(fam), Index: uint32(index)})
 	req.AddData(nl.NewRtAttr(unix.NDA_DST, ip.AsSlice()))
-	var msgs [][]byte
-	err = host.Do(func() (err error) { msgs, err = req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWNEIGH); return err })
+	msgs, err := host.Execute(req, unix.RTM_NEWNEIGH)
 	if errors.Is(err, unix.ENOENT) || (err == nil && len(msgs) == 0) {
 		return nil, nil
 	}

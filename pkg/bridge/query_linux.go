@@ -29,8 +29,8 @@ func portFlags(host *netns.Handle, index int) (PortFlags, error) {
 	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
 	msg.Index = int32(index)
 	req.AddData(msg)
-	var msgs [][]byte
-	if err := host.Do(func() (err error) { msgs, err = req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWLINK); return err }); err != nil {
+	msgs, err := host.Execute(req, unix.RTM_NEWLINK)
+	if err != nil {
 		return PortFlags{}, err
 	}
 	if len(msgs) == 0 || len(msgs[0]) < unix.SizeofIfInfomsg {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
@@ -167,6 +168,13 @@ func (h *Handle) Do(fn func() error) error {
 		errc <- err
 	}()
 	return <-errc
+}
+
+// Execute sends req in h and returns the answers of type resType (every
+// answer when 0), for requests vishvananda/netlink has no call for.
+func (h *Handle) Execute(req *nl.NetlinkRequest, resType uint16) (msgs [][]byte, err error) {
+	err = h.Do(func() (err error) { msgs, err = req.Execute(unix.NETLINK_ROUTE, resType); return err })
+	return msgs, err
 }
 
 // IDOf returns the namespace identity of path without keeping it open.

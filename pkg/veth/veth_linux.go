@@ -162,8 +162,8 @@ func create(host, cont *netns.Handle, s Spec, hostMAC net.HardwareAddr, up bool)
 	}
 	peer.AddRtAttr(unix.IFLA_NET_NS_FD, nl.Uint32Attr(uint32(cont.Fd())))
 	req.AddData(info)
-	var msgs [][]byte
-	if err := host.Do(func() (err error) { msgs, err = req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWLINK); return err }); err != nil {
+	msgs, err := host.Execute(req, unix.RTM_NEWLINK)
+	if err != nil {
 		return nil, 0, err
 	}
 	for _, m := range msgs {
