@@ -53,8 +53,7 @@ func Ensure(host *netns.Handle, s Spec) (*netlink.Bridge, error) {
 		// An explicit MAC keeps the bridge's address from following
 		// whichever port has the lowest one as ports come and go.
 		la.HardwareAddr = stableMAC(s.Name)
-		snoop := s.McastSnooping
-		err := nl.LinkAdd(&netlink.Bridge{LinkAttrs: la, MulticastSnooping: &snoop})
+		err := nl.LinkAdd(&netlink.Bridge{LinkAttrs: la, MulticastSnooping: &s.McastSnooping})
 		if err != nil && !errors.Is(err, unix.EEXIST) {
 			return nil, fmt.Errorf("create bridge %q: %w", s.Name, err)
 		}

@@ -78,7 +78,7 @@ func Add(host, cont *netns.Handle, s Spec) (_ Pair, err error) {
 	if s.ContMAC == nil {
 		s.ContMAC = netns.LocalMAC()
 	}
-	hl, peerIdx, err := create(host, cont, s, netns.LocalMAC(), !s.HostNoIPv6)
+	hl, err := create(host, cont, s)
 	if err != nil {
 		if errors.Is(err, unix.EEXIST) {
 			return Pair{}, fmt.Errorf("create veth %q for %q: %w", s.HostName, s.ContName, existsErr(host, cont, s))
@@ -97,7 +97,8 @@ func Add(host, cont *netns.Handle, s Spec) (_ Pair, err error) {
 		}
 	} else {
 		la := netlink.NewLinkAttrs()
-		la.Name, la.Index, la.MTU, la.HardwareAddr = s.ContName, peerIdx, hl.Attrs().MTU, s.ContMAC
+		// IFLA_LINK of the echo is the peer's index in its namespace.
+		la.Name, la.Index, la.MTU, la.HardwareAddr = s.ContName, hl.Attrs().ParentIndex, hl.Attrs().MTU, s.ContMAC
 		la.ParentIndex = hl.Attrs().Index
 		cl = &netlink.Veth{LinkAttrs: la, PeerName: s.HostName}
 	}
@@ -127,24 +128,24 @@ func Add(host, cont *netns.Handle, s Spec) (_ Pair, err error) {
 // path of older kernels.
 var echoCreate = true
 
-// create makes the pair in one request: the host end enslaved to
-// s.MasterIdx and, when up, up. It returns the host end and its peer's
-// index from the kernel's echo, or a nil link when the kernel sent none.
+// create makes the pair in one request: the host end, with a MAC of its
+// own, enslaved to s.MasterIdx and, unless s.HostNoIPv6, up. It returns
+// the host end from the kernel's echo, or nil when the kernel sent none.
 // vishvananda/netlink's LinkAdd takes three requests for the same (create,
 // read back for the index, enslave) and answers with nothing.
-func create(host, cont *netns.Handle, s Spec, hostMAC net.HardwareAddr, up bool) (netlink.Link, int, error) {
+func create(host, cont *netns.Handle, s Spec) (netlink.Link, error) {
 	flags := unix.NLM_F_CREATE | unix.NLM_F_EXCL | unix.NLM_F_ACK
 	if echoCreate {
 		flags |= unix.NLM_F_ECHO
 	}
 	req := nl.NewNetlinkRequest(unix.RTM_NEWLINK, flags)
 	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
-	if up {
+	if !s.HostNoIPv6 { // else up once IPv6 is off
 		msg.Flags, msg.Change = unix.IFF_UP, unix.IFF_UP
 	}
 	req.AddData(msg)
 	req.AddData(nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated(s.HostName)))
-	req.AddData(nl.NewRtAttr(unix.IFLA_ADDRESS, hostMAC))
+	req.AddData(nl.NewRtAttr(unix.IFLA_ADDRESS, netns.LocalMAC()))
 	if s.MTU > 0 {
 		req.AddData(nl.NewRtAttr(unix.IFLA_MTU, nl.Uint32Attr(uint32(s.MTU))))
 	}
@@ -164,7 +165,7 @@ func create(host, cont *netns.Handle, s Spec, hostMAC net.HardwareAddr, up bool)
 	req.AddData(info)
 	msgs, err := host.Execute(req, unix.RTM_NEWLINK)
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	for _, m := range msgs {
 		l, err := netlink.LinkDeserialize(nil, m)
@@ -173,9 +174,9 @@ func create(host, cont *netns.Handle, s Spec, hostMAC net.HardwareAddr, up bool)
 		}
 		// The echo goes out before the kernel enslaves the link.
 		l.Attrs().MasterIndex = s.MasterIdx
-		return l, l.Attrs().ParentIndex, nil // IFLA_LINK: the peer's index in its namespace
+		return l, nil
 	}
-	return nil, 0, nil
+	return nil, nil
 }
 
 // disableIPv6 turns IPv6 off on dev in the calling thread's namespace; a
