@@ -2,8 +2,11 @@ package netconf
 
 import (
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/containernetworking/cni/pkg/utils"
 
 	"github.com/netdrivers/netdrivers/pkg/cnierr"
 	"github.com/netdrivers/netdrivers/pkg/jsonlite/jsontest"
@@ -92,10 +95,21 @@ func FuzzParseCNIArgs(f *testing.F) {
 }
 
 // FuzzNames: whatever is accepted as a container ID, network name or
-// interface name is safe as one path element and as a device name.
+// interface name is safe as one path element and as a device name, and
+// nothing the CNI library refuses is accepted.
 func FuzzNames(f *testing.F) {
-	f.Add("abc-123_x.y")
+	for _, s := range []string{"abc-123_x.y", "a..b", "-a", "_a", "Z9", "a\u00a0b", "a\u2003", "a\x85", "\xff", "a.b-c_", ""} {
+		f.Add(s)
+	}
 	f.Fuzz(func(t *testing.T, s string) {
+		// The CNI library's rules, which skel applied before ours ran.
+		cniID := cniIDRE.MatchString(s)
+		if ours := ValidateContainerID(s) == nil; ours != (cniID && len(s) <= MaxIDLen && !strings.Contains(s, "..")) {
+			t.Fatalf("ValidateContainerID(%q) accepts: %v; the CNI regexp matches: %v", s, ours, cniID)
+		}
+		if ValidateIfName(s) == nil && utils.ValidateInterfaceName(s) != nil {
+			t.Fatalf("ValidateIfName(%q) accepts what the CNI library refuses: %v", s, utils.ValidateInterfaceName(s))
+		}
 		for _, check := range []func(string) error{ValidateContainerID, ValidateNetworkName} {
 			err := check(s)
 			coded(t, "validate ID", err)
@@ -115,3 +129,6 @@ func FuzzNames(f *testing.F) {
 		}
 	})
 }
+
+// cniIDRE is the CNI library's container ID and network name pattern.
+var cniIDRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`)

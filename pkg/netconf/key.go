@@ -1,8 +1,8 @@
 package netconf
 
 import (
-	"regexp"
 	"strings"
+	"unicode"
 
 	"github.com/netdrivers/netdrivers/pkg/cnierr"
 )
@@ -29,7 +29,20 @@ func NetworkHash(network string) string {
 // file names and rule comments.
 const MaxIDLen = 255
 
-var idRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.\-]*$`)
+// idChars reports whether id is a letter or digit followed by letters,
+// digits, '_', '.' and '-': the CNI library's ^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$
+// without the regexp package, which would be in every binary.
+func idChars(id string) bool {
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
+			i > 0 && (c == '_' || c == '.' || c == '-') {
+			continue
+		}
+		return false
+	}
+	return len(id) > 0
+}
 
 // ValidateContainerID accepts letters, digits and _ . - (not leading),
 // at most MaxIDLen bytes.
@@ -48,7 +61,7 @@ func validateID(what, id string, code cnierr.Code) error {
 		return cnierr.Errorf(code, "%s is empty", what)
 	case len(id) > MaxIDLen:
 		return cnierr.Errorf(code, "%s is %d bytes long, more than %d", what, len(id), MaxIDLen)
-	case !idRE.MatchString(id) || strings.Contains(id, ".."):
+	case !idChars(id) || strings.Contains(id, ".."):
 		return cnierr.Errorf(code, "%s %q may hold only letters, digits, '_', '.' and '-', must start with a letter or digit, and must not contain '..'", what, id)
 	}
 	return nil
@@ -66,7 +79,7 @@ func ValidateIfName(name string) error {
 		return cnierr.Errorf(cnierr.InvalidEnv, "CNI_IFNAME %q is not a valid interface name", name)
 	}
 	for _, c := range name {
-		if c == '/' || c == ':' || c <= ' ' || c == 0x7f {
+		if c == '/' || c == ':' || c <= ' ' || c == 0x7f || unicode.IsSpace(c) {
 			return cnierr.Errorf(cnierr.InvalidEnv, "CNI_IFNAME %q contains %q, which an interface name may not", name, c)
 		}
 	}

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"sync/atomic"
 
@@ -68,7 +67,7 @@ func OpenAt(ctx context.Context, root string) (*Store, error) {
 	// Only a well-formed marker of another boot proves the state stale. A
 	// missing, damaged or symlinked one proves nothing: wiping then could
 	// drop live reservations, so the state is kept and the marker rewritten.
-	if err == nil && bootIDRE().Match(got) {
+	if err == nil && isBootID(got) {
 		if err := s.clear(); err != nil {
 			return nil, err
 		}
@@ -79,10 +78,25 @@ func OpenAt(ctx context.Context, root string) (*Store, error) {
 	return s, nil
 }
 
-// bootIDRE is compiled only when the marker differs, once a boot, not at
-// every plugin's start-up.
-func bootIDRE() *regexp.Regexp {
-	return regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
+// isBootID reports whether b has the form of a boot_id: lower-case
+// 8-4-4-4-12 hex digits. (No regexp: the package would be in every binary.)
+func isBootID(b []byte) bool {
+	if len(b) != 36 {
+		return false
+	}
+	for i, c := range b {
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return false
+			}
+		default:
+			if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // clear removes everything of an earlier boot but the locks.

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"regexp"
 	"sync"
 	"testing"
 
@@ -41,6 +42,22 @@ func TestOpenClearsAnEarlierBoot(t *testing.T) {
 	var v map[string]string
 	if ok, err := s.Get("ports/tcp-80", &v); !ok || err != nil || v["owner"] != "x" {
 		t.Errorf("Get after reopen = %v %v %v", ok, err, v)
+	}
+}
+
+// isBootID is the pattern of a kernel boot_id, without the regexp package.
+func TestIsBootID(t *testing.T) {
+	re := regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
+	boot, _ := safefile.BootID()
+	for _, s := range []string{boot, "0b0e1d2c-3a4f-4b5c-8d6e-7f8091a2b3c4", "0B0E1D2C-3A4F-4B5C-8D6E-7F8091A2B3C4",
+		"0b0e1d2c-3a4f-4b5c-8d6e-7f8091a2b3c4\n", "0b0e1d2c-3a4f-4b5c-8d6e-7f8091a2b3c", "0b0e1d2c3-a4f-4b5c-8d6e-7f8091a2b3c4",
+		"0b0e1d2c-3a4f-4b5c-8d6e-7f8091a2b3g4", "0b0e1d2c-3a4f-4b5c-8d6e+7f8091a2b3c4", "", "garbage"} {
+		if got, want := isBootID([]byte(s)), re.MatchString(s); got != want {
+			t.Errorf("isBootID(%q) = %v, want %v", s, got, want)
+		}
+	}
+	if !isBootID([]byte(boot)) {
+		t.Errorf("this boot's id %q is not a boot_id", boot)
 	}
 }
 
