@@ -220,7 +220,7 @@ func TestNoneBadInput(t *testing.T) {
 		code        uint
 		want        string
 	}{
-		{"malformed JSON", `{"cniVersion":`, env(), 6, "unmarshal"},
+		{"malformed JSON", `{"cniVersion":`, env(), 6, "decode config"},
 		{"unsupported version", `{"cniVersion":"9.9.9","name":"bad","type":"none"}`, env(), 1, "incompatible"},
 		{"no name", `{"cniVersion":"1.0.0","type":"none"}`, env(), 7, "name"},
 		{"missing CNI_NETNS", good, env("CNI_NETNS", ""), 4, "CNI_NETNS"},

@@ -1,8 +1,11 @@
 // Package cniplugin is the one entry point every netdrivers binary calls.
 //
-// Run wraps skel.PluginMainFuncs: it locks the OS thread, advertises CNI
-// 0.1.0-1.1.0, validates the CNI_* environment before any handler runs,
-// maps errors to CNI codes, and prints exactly one JSON document.
+// Run does what skel.PluginMainFuncs does, without skel: it locks the OS
+// thread, advertises CNI 0.1.0-1.1.0, validates the CNI_* environment and
+// the config's version before any handler runs, maps errors to CNI codes,
+// and prints exactly one JSON document. (skel, through the CNI library's
+// validators, links the regexp package into every binary and decodes the
+// config twice more with encoding/json.)
 package cniplugin
 
 import (
@@ -16,9 +19,9 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strings"
 
-	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
@@ -102,25 +105,37 @@ func Run[C any](p Plugin[C]) {
 	log.SetPrefix(p.Name + ": ")
 	log.SetFlags(0)
 	log.SetOutput(os.Stderr)
-	os.Exit(run(p, os.Stdout))
+	os.Exit(run(p, os.Stdin, os.Stdout, os.Stderr))
 }
 
-func run[C any](p Plugin[C], stdout io.Writer) int {
+func run[C any](p Plugin[C], stdin io.Reader, stdout, stderr io.Writer) int {
 	verb := os.Getenv("CNI_COMMAND")
-	if err := precheck(verb); err != nil {
+	switch verb {
+	case "":
+		// Run by hand: say what this is, as skel does.
+		fmt.Fprintf(stderr, "CNI plugin %s (netdrivers) %s\nCNI protocol versions supported: %s\n",
+			p.Name, Version, strings.Join(SupportedVersions, ", "))
+		return 0
+	case "VERSION":
+		if err := version.All.Encode(stdout); err != nil {
+			log.Printf("write version: %v", err)
+			return 1
+		}
+		return 0
+	}
+	args, err := readArgs(verb, stdin)
+	if err != nil {
 		printError(stdout, err, "")
 		return 1
 	}
-	// skel refuses CNI_NETNS == own namespace after the handler ran (error
-	// 8 with the result already printed), opening both namespaces again on
-	// every ADD and DEL. openContNS judges it before the handler: ADD and
-	// CHECK refuse it (unless AllowHostNS), DEL treats it as gone.
+	// Delegated plugins inherit it: a skel-based IPAM plugin then skips
+	// opening both namespaces again to compare them. openContNS judges
+	// CNI_NETNS here, before the handler: ADD and CHECK refuse the
+	// plugin's own namespace (unless AllowHostNS), DEL treats it as gone.
 	os.Setenv("CNI_NETNS_OVERRIDE", "1")
-	var pending []byte
-	confVersion := ""
+	confVersion := peekVersion(args.StdinData)
 	closeLog := func() {}
-	call := func(args *skel.CmdArgs) (err error) {
-		confVersion = peekVersion(args.StdinData)
+	out, err := func() (out []byte, err error) {
 		// The logFile, opened by handle, stays open for the failure and
 		// panic lines below: they are what it is for.
 		defer func() { closeLog() }()
@@ -130,22 +145,18 @@ func run[C any](p Plugin[C], stdout io.Writer) int {
 				err = cnierr.Errorf(cnierr.Internal, "internal error: %v", rec)
 			}
 		}()
-		out, err := handle(p, verb, args, &closeLog)
+		out, err = handle(p, verb, args, &closeLog)
 		if err != nil {
 			log.Printf("%s %s: %v", verb, args.ContainerID, err)
-			return toCNI(err)
 		}
-		pending = out
-		return nil
-	}
-	about := fmt.Sprintf("CNI plugin %s (netdrivers) %s", p.Name, Version)
-	funcs := skel.CNIFuncs{Add: call, Del: call, Check: call, GC: call, Status: call}
-	if e := skel.PluginMainFuncsWithError(funcs, version.All, about); e != nil {
-		printError(stdout, e, confVersion)
+		return out, err
+	}()
+	if err != nil {
+		printError(stdout, err, confVersion)
 		return 1
 	}
-	if pending != nil {
-		if _, err := stdout.Write(pending); err != nil {
+	if out != nil {
+		if _, err := stdout.Write(out); err != nil {
 			log.Printf("write result: %v", err)
 			return 1
 		}
@@ -153,32 +164,85 @@ func run[C any](p Plugin[C], stdout io.Writer) int {
 	return 0
 }
 
-// precheck validates the per-attachment variables before skel and any
-// handler see them, with messages that name the variable.
-func precheck(verb string) error {
-	switch verb {
-	case "ADD", "CHECK", "DEL":
-	default:
-		return nil
+// cmdArgs is one call's CNI_* environment and config.
+type cmdArgs struct {
+	ContainerID, Netns, IfName, Args, Path string
+	StdinData                              []byte
+}
+
+// required lists the variables each verb needs besides CNI_COMMAND (CNI
+// spec, "Parameters"); CNI_NETNS is optional for DEL.
+var required = map[string][]string{
+	"ADD":    {"CNI_CONTAINERID", "CNI_IFNAME", "CNI_NETNS", "CNI_PATH"},
+	"CHECK":  {"CNI_CONTAINERID", "CNI_IFNAME", "CNI_NETNS", "CNI_PATH"},
+	"DEL":    {"CNI_CONTAINERID", "CNI_IFNAME", "CNI_PATH"},
+	"GC":     {"CNI_PATH"},
+	"STATUS": {"CNI_PATH"},
+}
+
+// readArgs validates the environment for verb, with messages that name
+// the variable, and reads the config from stdin.
+func readArgs(verb string, stdin io.Reader) (*cmdArgs, error) {
+	need, ok := required[verb]
+	if !ok {
+		return nil, cnierr.Errorf(cnierr.InvalidEnv, "CNI_COMMAND %q is not supported", verb)
 	}
 	var missing []string
-	for _, v := range []string{"CNI_CONTAINERID", "CNI_IFNAME", "CNI_NETNS"} {
-		if os.Getenv(v) == "" && (v != "CNI_NETNS" || verb != "DEL") {
+	for _, v := range need {
+		if os.Getenv(v) == "" {
 			missing = append(missing, v)
 		}
 	}
 	if len(missing) > 0 {
-		return cnierr.Errorf(cnierr.InvalidEnv, "required environment variables missing: %s", strings.Join(missing, ", "))
+		return nil, cnierr.Errorf(cnierr.InvalidEnv, "required environment variables missing: %s", strings.Join(missing, ", "))
 	}
-	if err := netconf.ValidateContainerID(os.Getenv("CNI_CONTAINERID")); err != nil {
-		return err
+	a := &cmdArgs{ContainerID: os.Getenv("CNI_CONTAINERID"), Netns: os.Getenv("CNI_NETNS"),
+		IfName: os.Getenv("CNI_IFNAME"), Args: os.Getenv("CNI_ARGS"), Path: os.Getenv("CNI_PATH")}
+	if verb == "ADD" || verb == "CHECK" || verb == "DEL" {
+		if err := netconf.ValidateContainerID(a.ContainerID); err != nil {
+			return nil, err
+		}
+		if err := netconf.ValidateIfName(a.IfName); err != nil {
+			return nil, err
+		}
 	}
-	return netconf.ValidateIfName(os.Getenv("CNI_IFNAME"))
+	// One byte more than netconf accepts, so that it can say the config
+	// is too long, and a runaway writer cannot fill the memory.
+	data, err := io.ReadAll(io.LimitReader(stdin, netconf.MaxConfigSize+1))
+	if err != nil {
+		return nil, cnierr.Errorf(cnierr.IOFailure, "read the config from stdin: %v", err)
+	}
+	a.StdinData = data
+	return a, nil
+}
+
+// minVersion is the first config version that has each verb.
+var minVersion = map[string]string{"CHECK": "0.4.0", "GC": "1.1.0", "STATUS": "1.1.0"}
+
+// checkVersion refuses a config version the plugin does not speak, or one
+// without verb, as skel does: code 1, or 6 when it does not parse.
+func checkVersion(verb, v string) error {
+	if v == "" {
+		v = "0.1.0" // the spec's default
+	}
+	if min := minVersion[verb]; min != "" {
+		ok, err := version.GreaterThanOrEqualTo(v, min)
+		if err != nil {
+			return cnierr.Errorf(cnierr.DecodeFailure, "cniVersion: %v", err)
+		}
+		if !ok {
+			return cnierr.Errorf(cnierr.IncompatibleVersion, "config version %s does not allow %s (it needs %s or later)", v, verb, min)
+		}
+	}
+	if !slices.Contains(SupportedVersions, v) {
+		return cnierr.Errorf(cnierr.IncompatibleVersion, "incompatible CNI versions: config is %q, plugin supports %q", v, SupportedVersions)
+	}
+	return nil
 }
 
 // handle runs verb; a config's logFile is opened into *closeLog, for the
 // caller to close once it has logged the outcome.
-func handle[C any](p Plugin[C], verb string, args *skel.CmdArgs, closeLog *func()) ([]byte, error) {
+func handle[C any](p Plugin[C], verb string, args *cmdArgs, closeLog *func()) ([]byte, error) {
 	ctx := context.Background()
 	base, err := netconf.Load(args.StdinData)
 	if err != nil {
@@ -188,6 +252,9 @@ func handle[C any](p Plugin[C], verb string, args *skel.CmdArgs, closeLog *func(
 		*closeLog = openLog(base.LogFile)
 	}
 	if err := netconf.ValidateNetworkName(base.Name); err != nil {
+		return nil, err
+	}
+	if err := checkVersion(verb, base.CNIVersion); err != nil {
 		return nil, err
 	}
 	if verb == "ADD" {
@@ -369,7 +436,7 @@ func printError(w io.Writer, err error, ver string) {
 		CNIVersion string `json:"cniVersion"`
 		*types.Error
 	}{CNIVersion: ver, Error: te}
-	if doc.CNIVersion == "" {
+	if !slices.Contains(SupportedVersions, doc.CNIVersion) { // none, or one refused
 		doc.CNIVersion = version.Current()
 	}
 	data, _ := json.MarshalIndent(doc, "", "    ")

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -155,24 +156,12 @@ func TestAddUnreportable(t *testing.T) {
 // runWith runs p for verb with conf on stdin, in the test's own namespace.
 func runWith(t *testing.T, p Plugin[struct{}], verb, conf string) (int, []byte) {
 	t.Helper()
-	stdin := filepath.Join(t.TempDir(), "stdin")
-	if err := os.WriteFile(stdin, []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	for k, v := range map[string]string{"CNI_COMMAND": verb, "CNI_CONTAINERID": "c1", "CNI_IFNAME": "eth0", "CNI_PATH": "/nonexistent",
 		"CNI_NETNS": "/proc/self/ns/net"} {
 		t.Setenv(k, v)
 	}
-	f, err := os.Open(stdin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	saved := os.Stdin
-	os.Stdin = f
-	defer func() { os.Stdin = saved }()
 	var out bytes.Buffer
-	rc := run(p, &out)
+	rc := run(p, strings.NewReader(conf), &out, io.Discard)
 	return rc, out.Bytes()
 }
 

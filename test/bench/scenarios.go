@@ -87,7 +87,7 @@ func scenarios(quick bool) []Scenario {
 		ours, ref, n, refN = []int{0, 20}, []int{0}, 12, 8
 	}
 	return []Scenario{
-		{Name: floorExec, Side: "floor", What: "no-op plugin: exec + skel + result (the exec floor)",
+		{Name: floorExec, Side: "floor", What: "no-op plugin: exec + result (the exec floor)",
 			Plugins: []string{"noop"}, Quick: true, Ws: flat, N: n, plugins: single("noop")},
 		{Name: "floor/kernel", Side: "floor", What: "bare veth add + delete from Go (the kernel floor)",
 			Kernel: true, Links: true, Quick: true, Ws: flat, N: n},
