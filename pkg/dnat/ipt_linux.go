@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 
 	"github.com/coreos/go-iptables/iptables"
 
@@ -27,6 +28,9 @@ type iptBackend struct {
 	rec    records
 	guard  *fwdGuard
 	flavor string
+
+	mu   sync.Mutex
+	ipts map[bool]*iptables.IPTables // by family (v4): opening one execs `iptables --version`
 }
 
 // NewIptables returns the iptables backend with explicit options.
@@ -53,7 +57,7 @@ func (b *iptBackend) do(fams []bool, fn func(ipt *iptables.IPTables, v4 bool) er
 	var errs []error
 	for _, v4 := range fams {
 		errs = append(errs, b.host.Do(func() error {
-			ipt, err := openIpt(b.flavor, v4)
+			ipt, err := b.runner(v4)
 			if err != nil {
 				return err
 			}
@@ -63,7 +67,38 @@ func (b *iptBackend) do(fams []bool, fn func(ipt *iptables.IPTables, v4 bool) er
 	return errors.Join(errs...)
 }
 
+// runner returns the family's go-iptables runner, opened once per
+// process. Call it inside the host namespace.
+func (b *iptBackend) runner(v4 bool) (*iptables.IPTables, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if ipt := b.ipts[v4]; ipt != nil {
+		return ipt, nil
+	}
+	ipt, err := openIpt(b.flavor, v4)
+	if err != nil {
+		return nil, err
+	}
+	if b.ipts == nil {
+		b.ipts = map[bool]*iptables.IPTables{}
+	}
+	b.ipts[v4] = ipt
+	return ipt, nil
+}
+
 var bothFamilies = []bool{true, false}
+
+// mappedFamilies are the families (v4 true) ms has a mapping of: the
+// only ones in which an attachment has a chain.
+func mappedFamilies(ms []mapping) []bool {
+	var out []bool
+	for _, v4 := range bothFamilies {
+		if slices.ContainsFunc(ms, func(m mapping) bool { return m.is4() == v4 }) {
+			out = append(out, v4)
+		}
+	}
+	return out
+}
 
 // Add installs the network's rules when missing and the attachment's
 // chain and jumps; on failure what it added is removed.
@@ -87,7 +122,7 @@ func (b *iptBackend) Add(ctx context.Context, n *Network, a *Attachment) (err er
 		return err
 	}
 	u.Push(func() error { return b.Del(ctx, n, a.Key) })
-	err = b.do(bothFamilies, func(ipt *iptables.IPTables, v4 bool) error {
+	err = b.do(mappedFamilies(ms), func(ipt *iptables.IPTables, v4 bool) error {
 		chain, jumps := iptAttRules(a.Key, ms, v4)
 		if len(chain) == 0 {
 			return nil
@@ -116,16 +151,23 @@ func (b *iptBackend) Del(ctx context.Context, n *Network, key netconf.Key) error
 	}
 	rec, rerr := b.rec.get(key)
 	var ms []mapping
+	known := false // the rules are those of the record
 	if rec != nil {
-		ms, _ = rec.attachment().mappings(&Network{})
+		var err error
+		ms, err = rec.attachment().mappings(&Network{})
+		known = err == nil
 	}
-	err := b.do(bothFamilies, func(ipt *iptables.IPTables, v4 bool) error {
+	fams := bothFamilies
+	if known {
+		fams = mappedFamilies(ms) // none: Add made no rule
+	}
+	err := b.do(fams, func(ipt *iptables.IPTables, v4 bool) error {
 		var errs []error
 		_, jumps := iptAttRules(key, ms, v4)
 		for _, r := range jumps {
 			errs = append(errs, deleteRule(ipt, r))
 		}
-		if rec != nil {
+		if known {
 			return errors.Join(append(errs, deleteAttChain(ipt, key))...)
 		}
 		// No record: jumps carry the hash in a comment.

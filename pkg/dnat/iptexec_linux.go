@@ -90,8 +90,9 @@ func appendUnique(ipt *iptables.IPTables, r iptRule) error {
 }
 
 // deleteRule removes a rule; a rule or chain that is gone is success.
+// (One exec: DeleteIfExists would run iptables -C first.)
 func deleteRule(ipt *iptables.IPTables, r iptRule) error {
-	if err := ipt.DeleteIfExists(r.Table, r.Chain, r.Spec...); err != nil && !isIptNotExist(err) {
+	if err := ipt.Delete(r.Table, r.Chain, r.Spec...); err != nil && !isIptNotExist(err) {
 		return fmt.Errorf("delete %s %s %s: %w", r.Table, r.Chain, strings.Join(r.Spec, " "), err)
 	}
 	return nil
