@@ -320,7 +320,10 @@ func TestDelPartlyGone(t *testing.T) {
 			}
 			before := w.ruleset()
 			att := b.attachment(port("tcp", "", 8082, 80), port("udp", hostOut4, 5353, 53))
-			for _, lose := range []string{"record", "element"} {
+			for _, lose := range []string{"record", "element", "jump"} {
+				if lose == "jump" && bc.kind != BackendIptables {
+					continue
+				}
 				if err := be.Add(ctx, bn.Network, att); err != nil {
 					t.Fatal(err)
 				}
@@ -332,6 +335,13 @@ func TestDelPartlyGone(t *testing.T) {
 					}
 				case bc.kind == BackendNftables:
 					w.host.MustRun(t, "nft", "delete", "element", "inet", tableName, mapAny4, "{ tcp . 8082 }")
+				case lose == "jump": // DEL's one transaction then fails; one command at a time goes on
+					ms, err := checkAdd(bn.Network, att)
+					if err != nil {
+						t.Fatal(err)
+					}
+					_, jumps := iptAttRules(att.Key, ms, true)
+					w.host.MustRun(t, "iptables-"+bc.flavor, append([]string{"-t", "nat", "-D", jumps[0].Chain}, jumps[0].Spec...)...)
 				default:
 					w.host.MustRun(t, "iptables-"+bc.flavor, "-t", "nat", "-F", iptAttChain(att.Key))
 				}
@@ -353,4 +363,70 @@ func filepathOfRecord(w *world, bc backendCase, k netconf.Key) string {
 		name += "-" + bc.flavor
 	}
 	return w.store.Path(records{backend: name}.attPath(k))
+}
+
+// TestRestoreDelAtt: an attachment's jumps and chain go in one
+// iptables-restore transaction, a comment with quotes and spaces
+// included; a transaction that cannot apply changes nothing.
+func TestRestoreDelAtt(t *testing.T) {
+	for _, bc := range backendCases(t) {
+		if bc.kind != BackendIptables {
+			continue
+		}
+		t.Run(bc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			w := newWorld(t)
+			bn := w.newBridge(1, ModeNAT)
+			c := w.addCtr(bn, 0)
+			before := w.ruleset()
+			c.key.IfName = `e"th0` // the comment, with its spaces, also gets a quote
+			att := c.attachment(port("tcp", "", 8082, 80), port("udp", "", 5353, 53))
+			be := w.backend(bc)
+			if err := be.Add(ctx, bn.Network, att); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { be.GC(ctx, bn.Network, nil) })
+			added := w.ruleset()
+			ms, err := checkAdd(bn.Network, att)
+			if err != nil {
+				t.Fatal(err)
+			}
+			host := w.host.Handle()
+			for _, v4 := range bothFamilies {
+				if err := host.Do(func() error { return restoreDelAtt(bc.flavor, v4, att.Key, ms[:1]) }); err == nil {
+					t.Fatalf("v4 %v: deleting one jump and a chain that another jump names succeeded", v4)
+				}
+			}
+			if got := w.ruleset(); got != added {
+				t.Fatalf("a failed transaction changed the ruleset:\n%s\nwant:\n%s", got, added)
+			}
+			for _, v4 := range bothFamilies {
+				if err := host.Do(func() error { return restoreDelAtt(bc.flavor, v4, att.Key, ms) }); err != nil {
+					t.Fatalf("v4 %v: %v", v4, err)
+				}
+			}
+			if err := be.Check(ctx, bn.Network, att); !errors.Is(err, ErrMissing) {
+				t.Fatalf("Check after the transaction = %v, want ErrMissing", err)
+			}
+			if err := be.Del(ctx, bn.Network, att.Key); err != nil { // the record
+				t.Fatal(err)
+			}
+			if err := be.GC(ctx, bn.Network, nil); err != nil {
+				t.Fatal(err)
+			}
+			w.settles(t, before, "ruleset after the transaction")
+		})
+	}
+}
+
+func TestRestoreLine(t *testing.T) {
+	r := iptRule{Table: "nat", Chain: "NETDRIVERS-DNAT", Spec: []string{"-p", "tcp", "-m", "comment", "--comment", `netdrivers h if=e"th0`, "-j", "NDA-x"}}
+	if got, ok := restoreLine("-D", r); !ok || got != `-D NETDRIVERS-DNAT -p tcp -m comment --comment "netdrivers h if=e\"th0" -j NDA-x` {
+		t.Errorf("restoreLine = %q, %v", got, ok)
+	}
+	r.Spec[5] = `if=a\b`
+	if got, ok := restoreLine("-D", r); ok {
+		t.Errorf("restoreLine with a backslash = %q, want refused", got)
+	}
 }

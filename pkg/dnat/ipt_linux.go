@@ -122,7 +122,12 @@ func (b *iptBackend) Add(ctx context.Context, n *Network, a *Attachment) (err er
 		return err
 	}
 	u.Push(func() error { return b.Del(ctx, n, a.Key) })
-	err = b.do(mappedFamilies(ms), func(ipt *iptables.IPTables, v4 bool) error {
+	// Chain and jumps in one transaction each family; where that fails,
+	// one command at a time below.
+	fams := slices.DeleteFunc(mappedFamilies(ms), func(v4 bool) bool {
+		return b.host.Do(func() error { return restoreAddAtt(b.flavor, v4, a.Key, ms) }) == nil
+	})
+	err = b.do(fams, func(ipt *iptables.IPTables, v4 bool) error {
 		chain, jumps := iptAttRules(a.Key, ms, v4)
 		if len(chain) == 0 {
 			return nil
@@ -160,6 +165,11 @@ func (b *iptBackend) Del(ctx context.Context, n *Network, key netconf.Key) error
 	fams := bothFamilies
 	if known {
 		fams = mappedFamilies(ms) // none: Add made no rule
+		// Jumps and chain in one transaction each family; where that
+		// fails (a rule already gone), one command at a time below.
+		fams = slices.DeleteFunc(slices.Clone(fams), func(v4 bool) bool {
+			return b.host.Do(func() error { return restoreDelAtt(b.flavor, v4, key, ms) }) == nil
+		})
 	}
 	err := b.do(fams, func(ipt *iptables.IPTables, v4 bool) error {
 		var errs []error
@@ -369,6 +379,37 @@ func (b *iptBackend) deleteSkeleton() error {
 		errs = append(errs, removeForwardChainIfEmpty(ipt))
 		return errors.Join(errs...)
 	})
+}
+
+// restoreAddAtt creates (or flushes) the attachment's chain of one family
+// and appends its rules and jumps, in one iptables-restore transaction.
+func restoreAddAtt(flavor string, v4 bool, key netconf.Key, ms []mapping) error {
+	chain, jumps := iptAttRules(key, ms, v4)
+	lines := []string{":" + iptAttChain(key) + " - [0:0]"} // with --noflush: create or flush
+	for _, r := range append(chain, jumps...) {
+		l, ok := restoreLine("-A", r)
+		if !ok {
+			return errors.New("not expressible for iptables-restore")
+		}
+		lines = append(lines, l)
+	}
+	return restoreNat(flavor, v4, lines)
+}
+
+// restoreDelAtt deletes the attachment's jumps and chain of one family
+// in one iptables-restore transaction.
+func restoreDelAtt(flavor string, v4 bool, key netconf.Key, ms []mapping) error {
+	_, jumps := iptAttRules(key, ms, v4)
+	var lines []string
+	for _, r := range jumps {
+		l, ok := restoreLine("-D", r)
+		if !ok {
+			return errors.New("not expressible for iptables-restore")
+		}
+		lines = append(lines, l)
+	}
+	ch := iptAttChain(key)
+	return restoreNat(flavor, v4, append(lines, "-F "+ch, "-X "+ch))
 }
 
 func deleteAttChain(ipt *iptables.IPTables, key netconf.Key) error {

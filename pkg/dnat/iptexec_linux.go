@@ -159,3 +159,39 @@ func isIptExist(err error) bool {
 	var e *iptables.Error
 	return errors.As(err, &e) && strings.Contains(e.Error(), "exists")
 }
+
+// restoreNat applies lines, iptables-restore commands for the nat table,
+// in one transaction with the flavor's iptables-restore: one exec instead
+// of one per command, each of which reads and rewrites the whole table.
+// If any line fails, the table is left as it was. Call it inside the host
+// namespace.
+func restoreNat(flavor string, v4 bool, lines []string) error {
+	path, err := iptBinary(flavor, v4)
+	if err != nil {
+		return err
+	}
+	in := "*nat\n" + strings.Join(lines, "\n") + "\nCOMMIT\n"
+	cmd := exec.Command(path+"-restore", "--noflush", "-w", "10")
+	cmd.Stdin = strings.NewReader(in)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%s-restore: %w: %s", path, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// restoreLine is r as an iptables-restore command (-A, -D ...), or false
+// when an argument holds a backslash, which the two flavors' parsers may
+// not read alike.
+func restoreLine(cmd string, r iptRule) (string, bool) {
+	parts := []string{cmd, r.Chain}
+	for _, a := range r.Spec {
+		switch {
+		case strings.Contains(a, "\\"):
+			return "", false
+		case a == "" || strings.ContainsAny(a, " \t\""):
+			a = `"` + strings.ReplaceAll(a, `"`, `\"`) + `"`
+		}
+		parts = append(parts, a)
+	}
+	return strings.Join(parts, " "), true
+}
