@@ -164,10 +164,10 @@ func (b *iptBackend) Del(ctx context.Context, n *Network, key netconf.Key) error
 	}
 	fams := bothFamilies
 	if known {
-		fams = mappedFamilies(ms) // none: Add made no rule
-		// Jumps and chain in one transaction each family; where that
-		// fails (a rule already gone), one command at a time below.
-		fams = slices.DeleteFunc(slices.Clone(fams), func(v4 bool) bool {
+		// Only where Add made a chain; jumps and chain in one transaction
+		// each, and where that fails (a rule already gone), one command at
+		// a time below.
+		fams = slices.DeleteFunc(mappedFamilies(ms), func(v4 bool) bool {
 			return b.host.Do(func() error { return restoreDelAtt(b.flavor, v4, key, ms) }) == nil
 		})
 	}
