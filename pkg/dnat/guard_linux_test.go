@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -393,6 +394,15 @@ func TestRestoreDelAtt(t *testing.T) {
 				t.Fatal(err)
 			}
 			host := w.host.Handle()
+			rules := func(v4 bool) []iptRule {
+				chain, jumps := iptAttRules(att.Key, ms, v4)
+				return slices.Concat(iptNetRules(bn.Network, v4), chain, jumps)
+			}
+			for _, v4 := range bothFamilies {
+				if err := host.Do(func() error { return restoreCheck(bc.flavor, v4, rules(v4)) }); err != nil {
+					t.Fatalf("v4 %v: checking the rules Add made in one run: %v", v4, err)
+				}
+			}
 			for _, v4 := range bothFamilies {
 				if err := host.Do(func() error { return restoreDelAtt(bc.flavor, v4, att.Key, ms[:1]) }); err == nil {
 					t.Fatalf("v4 %v: deleting one jump and a chain that another jump names succeeded", v4)
@@ -404,6 +414,11 @@ func TestRestoreDelAtt(t *testing.T) {
 			for _, v4 := range bothFamilies {
 				if err := host.Do(func() error { return restoreDelAtt(bc.flavor, v4, att.Key, ms) }); err != nil {
 					t.Fatalf("v4 %v: %v", v4, err)
+				}
+			}
+			for _, v4 := range bothFamilies {
+				if err := host.Do(func() error { return restoreCheck(bc.flavor, v4, rules(v4)) }); err == nil {
+					t.Fatalf("v4 %v: checking in one run found the deleted rules", v4)
 				}
 			}
 			if err := be.Check(ctx, bn.Network, att); !errors.Is(err, ErrMissing) {

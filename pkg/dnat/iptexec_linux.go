@@ -166,11 +166,44 @@ func isIptExist(err error) bool {
 // If any line fails, the table is left as it was. Call it inside the host
 // namespace.
 func restoreNat(flavor string, v4 bool, lines []string) error {
+	return restore(flavor, v4, "*nat\n"+strings.Join(lines, "\n")+"\nCOMMIT\n")
+}
+
+// restoreCheck checks that every rule is there (iptables -C) in one
+// iptables-restore run, which changes nothing. An error says only that
+// one is missing, or that the run failed; ask iptables -C which.
+func restoreCheck(flavor string, v4 bool, rules []iptRule) error {
+	var tables []string
+	for _, r := range rules {
+		if !slices.Contains(tables, r.Table) {
+			tables = append(tables, r.Table)
+		}
+	}
+	var in strings.Builder
+	for _, t := range tables {
+		in.WriteString("*" + t + "\n")
+		for _, r := range rules {
+			if r.Table != t {
+				continue
+			}
+			l, ok := restoreLine("-C", r)
+			if !ok {
+				return errors.New("not expressible for iptables-restore")
+			}
+			in.WriteString(l + "\n")
+		}
+		in.WriteString("COMMIT\n")
+	}
+	return restore(flavor, v4, in.String())
+}
+
+// restore feeds in to the flavor's iptables-restore, keeping what it does
+// not name (--noflush).
+func restore(flavor string, v4 bool, in string) error {
 	path, err := iptBinary(flavor, v4)
 	if err != nil {
 		return err
 	}
-	in := "*nat\n" + strings.Join(lines, "\n") + "\nCOMMIT\n"
 	cmd := exec.Command(path+"-restore", "--noflush", "-w", "10")
 	cmd.Stdin = strings.NewReader(in)
 	if out, err := cmd.CombinedOutput(); err != nil {
