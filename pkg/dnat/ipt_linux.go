@@ -129,9 +129,6 @@ func (b *iptBackend) Add(ctx context.Context, n *Network, a *Attachment) (err er
 	})
 	err = b.do(fams, func(ipt *iptables.IPTables, v4 bool) error {
 		chain, jumps := iptAttRules(a.Key, ms, v4)
-		if len(chain) == 0 {
-			return nil
-		}
 		if err := ipt.ClearChain("nat", iptAttChain(a.Key)); err != nil {
 			return fmt.Errorf("create chain nat %s: %w", iptAttChain(a.Key), err)
 		}
@@ -393,28 +390,21 @@ func (b *iptBackend) deleteSkeleton() error {
 // and appends its rules and jumps, in one iptables-restore transaction.
 func restoreAddAtt(flavor string, v4 bool, key netconf.Key, ms []mapping) error {
 	chain, jumps := iptAttRules(key, ms, v4)
-	lines := []string{":" + iptAttChain(key) + " - [0:0]"} // with --noflush: create or flush
-	for _, r := range append(chain, jumps...) {
-		l, ok := restoreLine("-A", r)
-		if !ok {
-			return errors.New("not expressible for iptables-restore")
-		}
-		lines = append(lines, l)
+	lines, err := restoreLines("-A", append(chain, jumps...))
+	if err != nil {
+		return err
 	}
-	return restoreNat(flavor, v4, lines)
+	// With --noflush, ":CHAIN" creates the chain or flushes it.
+	return restoreNat(flavor, v4, append([]string{":" + iptAttChain(key) + " - [0:0]"}, lines...))
 }
 
 // restoreDelAtt deletes the attachment's jumps and chain of one family
 // in one iptables-restore transaction.
 func restoreDelAtt(flavor string, v4 bool, key netconf.Key, ms []mapping) error {
 	_, jumps := iptAttRules(key, ms, v4)
-	var lines []string
-	for _, r := range jumps {
-		l, ok := restoreLine("-D", r)
-		if !ok {
-			return errors.New("not expressible for iptables-restore")
-		}
-		lines = append(lines, l)
+	lines, err := restoreLines("-D", jumps)
+	if err != nil {
+		return err
 	}
 	ch := iptAttChain(key)
 	return restoreNat(flavor, v4, append(lines, "-F "+ch, "-X "+ch))

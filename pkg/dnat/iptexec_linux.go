@@ -181,18 +181,11 @@ func restoreCheck(flavor string, v4 bool, rules []iptRule) error {
 	}
 	var in strings.Builder
 	for _, t := range tables {
-		in.WriteString("*" + t + "\n")
-		for _, r := range rules {
-			if r.Table != t {
-				continue
-			}
-			l, ok := restoreLine("-C", r)
-			if !ok {
-				return errors.New("not expressible for iptables-restore")
-			}
-			in.WriteString(l + "\n")
+		lines, err := restoreLines("-C", slices.DeleteFunc(slices.Clone(rules), func(r iptRule) bool { return r.Table != t }))
+		if err != nil {
+			return err
 		}
-		in.WriteString("COMMIT\n")
+		in.WriteString("*" + t + "\n" + strings.Join(lines, "\n") + "\nCOMMIT\n")
 	}
 	return restore(flavor, v4, in.String())
 }
@@ -210,6 +203,20 @@ func restore(flavor string, v4 bool, in string) error {
 		return fmt.Errorf("%s-restore: %w: %s", path, err, strings.TrimSpace(string(out)))
 	}
 	return nil
+}
+
+// restoreLines are rules as iptables-restore commands cmd (-A, -C, -D), or
+// an error when one is not expressible (restoreLine).
+func restoreLines(cmd string, rules []iptRule) ([]string, error) {
+	lines := make([]string, 0, len(rules))
+	for _, r := range rules {
+		l, ok := restoreLine(cmd, r)
+		if !ok {
+			return nil, errors.New("not expressible for iptables-restore")
+		}
+		lines = append(lines, l)
+	}
+	return lines, nil
 }
 
 // restoreLine is r as an iptables-restore command (-A, -D ...), or false
