@@ -133,7 +133,6 @@ func run[C any](p Plugin[C], stdin io.Reader, stdout, stderr io.Writer) int {
 	// CNI_NETNS here, before the handler: ADD and CHECK refuse the
 	// plugin's own namespace (unless AllowHostNS), DEL treats it as gone.
 	os.Setenv("CNI_NETNS_OVERRIDE", "1")
-	confVersion := peekVersion(args.StdinData)
 	closeLog := func() {}
 	out, err := func() (out []byte, err error) {
 		// The logFile, opened by handle, stays open for the failure and
@@ -152,7 +151,8 @@ func run[C any](p Plugin[C], stdin io.Reader, stdout, stderr io.Writer) int {
 		return out, err
 	}()
 	if err != nil {
-		printError(stdout, err, confVersion)
+		// Only a failure needs the version apart from handle's decode.
+		printError(stdout, err, peekVersion(args.StdinData))
 		return 1
 	}
 	if out != nil {
