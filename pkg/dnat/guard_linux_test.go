@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -394,10 +393,7 @@ func TestRestoreDelAtt(t *testing.T) {
 				t.Fatal(err)
 			}
 			host := w.host.Handle()
-			rules := func(v4 bool) []iptRule {
-				chain, jumps := iptAttRules(att.Key, ms, v4)
-				return slices.Concat(iptNetRules(bn.Network, v4), chain, jumps)
-			}
+			rules := func(v4 bool) []iptRule { return iptCheckRules(bn.Network, att.Key, ms, v4) }
 			for _, v4 := range bothFamilies {
 				if err := host.Do(func() error { return restoreCheck(bc.flavor, v4, rules(v4)) }); err != nil {
 					t.Fatalf("v4 %v: checking the rules Add made in one run: %v", v4, err)

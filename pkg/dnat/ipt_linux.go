@@ -198,18 +198,14 @@ func (b *iptBackend) Check(ctx context.Context, n *Network, a *Attachment) error
 	if err != nil {
 		return err
 	}
-	rules := func(v4 bool) []iptRule {
-		chain, jumps := iptAttRules(a.Key, ms, v4)
-		return slices.Concat(iptNetRules(n, v4), chain, jumps)
-	}
 	// All of a family's rules in one run; where one is missing, iptables
 	// -C for each names it.
 	fams := slices.DeleteFunc(families(n), func(v4 bool) bool {
-		return b.host.Do(func() error { return restoreCheck(b.flavor, v4, rules(v4)) }) == nil
+		return b.host.Do(func() error { return restoreCheck(b.flavor, v4, iptCheckRules(n, a.Key, ms, v4)) }) == nil
 	})
 	err = b.do(fams, func(ipt *iptables.IPTables, v4 bool) error {
 		var errs []error
-		for _, r := range rules(v4) {
+		for _, r := range iptCheckRules(n, a.Key, ms, v4) {
 			if ok, err := ipt.Exists(r.Table, r.Chain, r.Spec...); err != nil || !ok {
 				errs = append(errs, fmt.Errorf("%w: %s %s %v", ErrMissing, r.Table, r.Chain, r.Spec))
 			}

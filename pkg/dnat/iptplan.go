@@ -2,6 +2,7 @@ package dnat
 
 import (
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -189,6 +190,13 @@ func iptAttRules(k netconf.Key, ms []mapping, v4 bool) (chain, jumps []iptRule) 
 		jumps = append(jumps, iptRule{Table: "nat", Chain: iptDNAT, Spec: append(withComment(tag(k), match...), "-j", ch)})
 	}
 	return chain, jumps
+}
+
+// iptCheckRules are the rules of one family a CHECK of attachment k
+// with mappings ms on network n wants: the network's, k's chain, k's jumps.
+func iptCheckRules(n *Network, k netconf.Key, ms []mapping, v4 bool) []iptRule {
+	chain, jumps := iptAttRules(k, ms, v4)
+	return slices.Concat(iptNetRules(n, v4), chain, jumps)
 }
 
 func itoa(p uint16) string { return strconv.Itoa(int(p)) }
