@@ -70,8 +70,12 @@ else
 	bin=$build/bin
 	rm -rf "$bin"
 	log "build plugins${rev:+ at $rev}"
-	# -perf needs symbols: then every plugin is built one by one, unstripped.
-	if [ -z "$ldflags" ] || ! (cd "$src" && ./scripts/build.sh "$bin") 2>"$build/build.log"; then
+	# -perf needs symbols: NETDRIVERS_STRIP=0, or where build.sh predates
+	# it, every plugin built one by one, unstripped.
+	strip=1
+	[ -n "$ldflags" ] || strip=0
+	if ! (cd "$src" && { [ $strip = 1 ] || grep -q NETDRIVERS_STRIP scripts/build.sh; } &&
+		NETDRIVERS_STRIP=$strip ./scripts/build.sh "$bin") 2>"$build/build.log"; then
 		# A plugin that does not build only skips its scenarios.
 		[ -n "$ldflags" ] && log "not every plugin builds; building them one by one"
 		for d in "$src"/plugins/*/; do
@@ -88,8 +92,9 @@ else
 fi
 
 log "build the no-op plugin, the rusage helper and the benchmark"
-# The exec floor is built exactly as our plugins are: static, stripped.
-CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$build/noop/noop" ./test/bench/noop
+# The exec floor is built as our plugins are: static, stripped, and with
+# memory profiling off from the first allocation (scripts/build.sh).
+CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags -X runtime.godebugDefault=memprofilerate=0" -o "$build/noop/noop" ./test/bench/noop
 CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$build/rusage" ./test/bench/rusage
 go build -o "$build/bench" ./test/bench
 
