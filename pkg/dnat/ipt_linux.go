@@ -86,6 +86,19 @@ func (b *iptBackend) runner(v4 bool) (*iptables.IPTables, error) {
 	return ipt, nil
 }
 
+// unapplied runs try (one iptables-restore transaction) for each family
+// inside the host namespace, and returns the families where it failed,
+// for the one-command-at-a-time path.
+func (b *iptBackend) unapplied(fams []bool, try func(v4 bool) error) []bool {
+	var out []bool
+	for _, v4 := range fams {
+		if b.host.Do(func() error { return try(v4) }) != nil {
+			out = append(out, v4)
+		}
+	}
+	return out
+}
+
 var bothFamilies = []bool{true, false}
 
 // mappedFamilies are the families (v4 true) ms has a mapping of: the
@@ -124,9 +137,7 @@ func (b *iptBackend) Add(ctx context.Context, n *Network, a *Attachment) (err er
 	u.Push(func() error { return b.Del(ctx, n, a.Key) })
 	// Chain and jumps in one transaction each family; where that fails,
 	// one command at a time below.
-	fams := slices.DeleteFunc(mappedFamilies(ms), func(v4 bool) bool {
-		return b.host.Do(func() error { return restoreAddAtt(b.flavor, v4, a.Key, ms) }) == nil
-	})
+	fams := b.unapplied(mappedFamilies(ms), func(v4 bool) error { return restoreAddAtt(b.flavor, v4, a.Key, ms) })
 	err = b.do(fams, func(ipt *iptables.IPTables, v4 bool) error {
 		chain, jumps := iptAttRules(a.Key, ms, v4)
 		if err := ipt.ClearChain("nat", iptAttChain(a.Key)); err != nil {
@@ -164,9 +175,7 @@ func (b *iptBackend) Del(ctx context.Context, n *Network, key netconf.Key) error
 		// Only where Add made a chain; jumps and chain in one transaction
 		// each, and where that fails (a rule already gone), one command at
 		// a time below.
-		fams = slices.DeleteFunc(mappedFamilies(ms), func(v4 bool) bool {
-			return b.host.Do(func() error { return restoreDelAtt(b.flavor, v4, key, ms) }) == nil
-		})
+		fams = b.unapplied(mappedFamilies(ms), func(v4 bool) error { return restoreDelAtt(b.flavor, v4, key, ms) })
 	}
 	err := b.do(fams, func(ipt *iptables.IPTables, v4 bool) error {
 		var errs []error
@@ -200,8 +209,8 @@ func (b *iptBackend) Check(ctx context.Context, n *Network, a *Attachment) error
 	}
 	// All of a family's rules in one run; where one is missing, iptables
 	// -C for each names it.
-	fams := slices.DeleteFunc(families(n), func(v4 bool) bool {
-		return b.host.Do(func() error { return restoreCheck(b.flavor, v4, iptCheckRules(n, a.Key, ms, v4)) }) == nil
+	fams := b.unapplied(families(n), func(v4 bool) error {
+		return restoreCheck(b.flavor, v4, iptCheckRules(n, a.Key, ms, v4))
 	})
 	err = b.do(fams, func(ipt *iptables.IPTables, v4 bool) error {
 		var errs []error
