@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/xml"
 	"errors"
+	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -240,7 +241,9 @@ func TestQuietRound(t *testing.T) {
 
 // TestTwinFlatness: with an empty twin timed beside the round at the
 // largest W, the flatness target divides that round's p50 by the p50 of
-// the twin's two rounds taken together, not by the W=0 round timed first.
+// the twin's rounds taken together (one since its calls are interleaved
+// with the round's; results before that have two), not by the W=0 round
+// timed first.
 func TestTwinFlatness(t *testing.T) {
 	round := func(w int, samplesMS ...float64) *Round {
 		v := &VerbRun{}
@@ -286,5 +289,39 @@ func TestTwinFlatness(t *testing.T) {
 	nft.Twins[0].Rounds[1].Verbs["DEL"] = &VerbRun{Summary: Summary{N: 4, Errors: 2, P50: 7}}
 	if bad := r.sanity(); len(bad) != 1 || !strings.Contains(bad[0], "empty twin beside W=900") {
 		t.Errorf("sanity with failed twin calls: %v, want one complaint naming the twin", bad)
+	}
+}
+
+// TestInterleave: the ops take turns call by call, in alternating order,
+// and each op's samples, failures and skips stay its own.
+func TestInterleave(t *testing.T) {
+	var order []string
+	errBoom := errors.New("boom")
+	op := func(name string, sleep time.Duration, fail, skip int) opFunc {
+		return func(_ context.Context, _, i int) error {
+			order = append(order, fmt.Sprintf("%s%d", name, i))
+			time.Sleep(sleep)
+			switch i {
+			case fail:
+				return errBoom
+			case skip:
+				return errSkipped
+			}
+			return nil
+		}
+	}
+	vs := interleave(context.Background(), 4, op("a", 3*time.Millisecond, 1, -1), op("b", 0, -1, 2))
+	if got, want := strings.Join(order, " "), "a0 b0 b1 a1 a2 b2 b3 a3"; got != want {
+		t.Errorf("order %q, want %q", got, want)
+	}
+	a, b := vs[0].Summary, vs[1].Summary
+	if a.N != 3 || a.Errors != 1 || vs[0].FirstError != "boom" || a.P50 < 3 {
+		t.Errorf("op a: %+v (first error %q), want 3 samples of at least 3 ms and 1 failure", a, vs[0].FirstError)
+	}
+	if b.N != 3 || b.Errors != 0 || vs[1].FirstError != "" || b.Max >= 3 {
+		t.Errorf("op b: %+v, want 3 samples under 3 ms, its skip neither a sample nor a failure", b)
+	}
+	if a.OpsPS <= 0 || a.OpsPS > 1000.0/3 || b.OpsPS <= a.OpsPS {
+		t.Errorf("calls per second a %v, b %v: want each over its own calls' time", a.OpsPS, b.OpsPS)
 	}
 }

@@ -48,15 +48,16 @@ type Fill struct {
 	FirstError string  `json:"first_error,omitempty"`
 }
 
-// Twin holds the rounds of a scenario's plugin in a second node kept empty
-// (W=0 there), timed just before and just after its round at W. The W
-// levels are timed one after the other, a minute or more apart, and this
-// machine's speed drifts by more than the flatness bound over that time;
-// rounds of W=0 at the same moment as W do not.
+// Twin holds the round of a scenario's plugin in a second node kept empty
+// (W=0 there), whose calls were interleaved with those of its round at W,
+// call by call. The W levels are timed one after the other, a minute or
+// more apart, and this machine's speed drifts by more than the flatness
+// bound over that time, and even between two rounds timed one after the
+// other; calls at W=0 and at W taken in turn do not.
 type Twin struct {
-	W      int      `json:"w"` // the level of the round the twin's rounds bracket
+	W      int      `json:"w"` // the level of the round the twin's calls were interleaved with
 	C      int      `json:"c"`
-	Rounds []*Round `json:"rounds"` // before, after
+	Rounds []*Round `json:"rounds"`
 }
 
 // eachRound calls fn with every round of run, its twins' too, and the name
@@ -90,6 +91,8 @@ type Round struct {
 	// timed before or after it and dropped for more of it (settle.go).
 	Steal        float64   `json:"steal"`
 	StealDropped []float64 `json:"steal_dropped,omitempty"`
+
+	twin *Round // the empty twin's calls, interleaved with these
 }
 
 // VerbRun holds one verb's raw samples (successful calls, µs) and summary.
@@ -142,7 +145,12 @@ func batch(ctx context.Context, c, n int, fn opFunc) *VerbRun {
 		})
 	}
 	wg.Wait()
-	wall := time.Since(start)
+	return verbRun(ctx, samples, failed, skipped, time.Since(start), firstErr)
+}
+
+// verbRun summarizes the samples of n operations (failed and skipped ones
+// included) that took wall.
+func verbRun(ctx context.Context, samples []time.Duration, failed []bool, skipped int, wall time.Duration, firstErr error) *VerbRun {
 	var ok []time.Duration
 	for i, d := range samples {
 		if !failed[i] && d > 0 {
@@ -152,7 +160,7 @@ func batch(ctx context.Context, c, n int, fn opFunc) *VerbRun {
 	if ctx.Err() != nil {
 		firstErr = cmp.Or(firstErr, ctx.Err())
 	}
-	v := &VerbRun{Summary: summarize(ok, n-skipped-len(ok), wall)}
+	v := &VerbRun{Summary: summarize(ok, len(samples)-skipped-len(ok), wall)}
 	for _, d := range ok {
 		v.SamplesUS = append(v.SamplesUS, d.Microseconds())
 	}
@@ -160,6 +168,45 @@ func batch(ctx context.Context, c, n int, fn opFunc) *VerbRun {
 		v.FirstError = firstErr.Error()
 	}
 	return v
+}
+
+// interleave runs n operations of each of ops by one caller, call by
+// call: operation i of every op, in an order that alternates (0 then 1,
+// then 1 then 0), so that neither the machine's drift nor what a call
+// leaves behind favours one op. Each op's calls per second are over its
+// own calls' time.
+func interleave(ctx context.Context, n int, ops ...opFunc) []*VerbRun {
+	samples, failed := make([][]time.Duration, len(ops)), make([][]bool, len(ops))
+	skipped, firstErr := make([]int, len(ops)), make([]error, len(ops))
+	for k := range ops {
+		samples[k], failed[k] = make([]time.Duration, n), make([]bool, n)
+	}
+	for i := 0; i < n && ctx.Err() == nil; i++ {
+		for j := range ops {
+			k := j
+			if i%2 == 1 {
+				k = len(ops) - 1 - j
+			}
+			t := time.Now()
+			err := ops[k](ctx, 0, i)
+			samples[k][i] = time.Since(t)
+			switch {
+			case errors.Is(err, errSkipped):
+				samples[k][i], skipped[k] = 0, skipped[k]+1
+			case err != nil:
+				failed[k][i], firstErr[k] = true, cmp.Or(firstErr[k], err)
+			}
+		}
+	}
+	out := make([]*VerbRun, len(ops))
+	for k := range ops {
+		var own time.Duration
+		for _, d := range samples[k] {
+			own += d
+		}
+		out[k] = verbRun(ctx, samples[k], failed[k], skipped[k], own, firstErr[k])
+	}
+	return out
 }
 
 // pluginBench runs a plugin scenario inside env.
@@ -271,14 +318,15 @@ func (p *pluginBench) fillTo(ctx context.Context, w int) (Fill, error) {
 // fillAttempts bounds the ADDs tried per fill attachment.
 const fillAttempts = 3
 
-// round times N ADDs, CHECKs and DELs with c callers at the current W.
-func (p *pluginBench) round(ctx context.Context, c int) (*Round, error) {
+// ops are the calls of a round of c callers at the current W: N ADDs,
+// CHECKs and DELs, each verb's operation i on attachment i.
+func (p *pluginBench) ops(c int) map[string]opFunc {
 	rts := make([]*libcni.RuntimeConf, len(p.pool))
 	for i, ns := range p.pool {
 		rts[i] = p.rt(fmt.Sprintf("timed-w%d-c%d-%d", p.live, c, i), ns, i, false)
 	}
 	added := make([]bool, len(rts))
-	ops := map[string]opFunc{
+	return map[string]opFunc{
 		"ADD": func(ctx context.Context, _, i int) error {
 			_, err := p.cni.AddNetworkList(ctx, p.list, rts[i])
 			added[i] = err == nil
@@ -293,18 +341,42 @@ func (p *pluginBench) round(ctx context.Context, c int) (*Round, error) {
 		// DEL runs after a failed ADD too, as a runtime does.
 		"DEL": func(ctx context.Context, _, i int) error { return p.cni.DelNetworkList(ctx, p.list, rts[i]) },
 	}
-	r := &Round{W: p.live, C: c, Verbs: map[string]*VerbRun{}}
+}
+
+// rounds times a round of c callers in each of ps, every verb in turn.
+// With two benches (c = 1) their calls are interleaved: a round of the
+// empty twin beside the round at the largest W.
+func rounds(ctx context.Context, c int, ps ...*pluginBench) ([]*Round, error) {
+	ops := make([]map[string]opFunc, len(ps))
+	out := make([]*Round, len(ps))
+	for k, p := range ps {
+		ops[k] = p.ops(c)
+		out[k] = &Round{W: p.live, C: c, Verbs: map[string]*VerbRun{}}
+	}
 	var errs []error
 	for _, verb := range Verbs {
-		p.cni.takeCPU()
-		v := batch(ctx, c, len(rts), ops[verb])
-		v.CPUMeanMS = ms(p.cni.takeCPU()) / float64(len(rts))
-		r.Verbs[verb] = v
-		if v.FirstError != "" {
-			errs = append(errs, fmt.Errorf("%s: %d failed, first: %s", verb, v.Summary.Errors, v.FirstError))
+		var vs []*VerbRun
+		for _, p := range ps {
+			p.cni.takeCPU()
+		}
+		if len(ps) == 1 {
+			vs = []*VerbRun{batch(ctx, c, len(ps[0].pool), ops[0][verb])}
+		} else {
+			var fns []opFunc
+			for k := range ps {
+				fns = append(fns, ops[k][verb])
+			}
+			vs = interleave(ctx, len(ps[0].pool), fns...)
+		}
+		for k, v := range vs {
+			v.CPUMeanMS = ms(ps[k].cni.takeCPU()) / float64(len(ps[k].pool))
+			out[k].Verbs[verb] = v
+			if v.FirstError != "" {
+				errs = append(errs, fmt.Errorf("%s%s: %d failed, first: %s", []string{"", "twin "}[min(k, 1)], verb, v.Summary.Errors, v.FirstError))
+			}
 		}
 	}
-	return r, errors.Join(errs...)
+	return out, errors.Join(errs...)
 }
 
 // runPlugin runs every W level and every C of a plugin scenario. A round
@@ -358,32 +430,19 @@ func runPlugin(ctx context.Context, sc Scenario, cfg *config, env *hostEnv, u *u
 		}
 		run.Probes = append(run.Probes, pr)
 		for _, c := range cfg.cs {
-			bracket := twin != nil && c == 1 && w == slices.Max(sc.Ws)
-			tw := Twin{W: w, C: c}
-			twinRound := func() error {
-				r, err := twin.timeRound(ctx, c, twinName(w, c), &roundErrs)
-				if r != nil {
-					tw.Rounds = append(tw.Rounds, r)
-				}
-				return err
+			var beside *pluginBench
+			if twin != nil && c == 1 && w == slices.Max(sc.Ws) {
+				beside = twin
 			}
-			if bracket {
-				if err := twinRound(); err != nil {
-					return err
-				}
-			}
-			r, err := p.timeRound(ctx, c, fmt.Sprintf("W=%d C=%d", w, c), &roundErrs)
+			r, err := p.timeRound(ctx, c, fmt.Sprintf("W=%d C=%d", w, c), &roundErrs, beside)
 			if r != nil {
 				run.Rounds = append(run.Rounds, r)
+				if r.twin != nil {
+					run.Twins = append(run.Twins, Twin{W: w, C: c, Rounds: []*Round{r.twin}})
+				}
 			}
 			if err != nil {
 				return err
-			}
-			if bracket {
-				if err := twinRound(); err != nil {
-					return err
-				}
-				run.Twins = append(run.Twins, tw)
 			}
 		}
 	}
@@ -399,13 +458,27 @@ func runPlugin(ctx context.Context, sc Scenario, cfg *config, env *hostEnv, u *u
 }
 
 // timeRound times a round of c callers once the machine is quiet
-// (quietRound); what names it in the progress line and in errors. Failed
-// calls are counted in the round and added to errs: only an interrupt, or
-// no round at all, ends the run.
-func (p *pluginBench) timeRound(ctx context.Context, c int, what string, errs *[]error) (*Round, error) {
-	r, err := quietRound(ctx, &p.cfg.retryLeft, func() (*Round, error) { return p.round(ctx, c) })
+// (quietRound); what names it in the progress line and in errors. With a
+// twin, the twin's calls are interleaved with the round's (rounds) and
+// its round is r.twin. Failed calls are counted in the round and added to
+// errs: only an interrupt, or no round at all, ends the run.
+func (p *pluginBench) timeRound(ctx context.Context, c int, what string, errs *[]error, twin *pluginBench) (*Round, error) {
+	ps := []*pluginBench{p}
+	if twin != nil {
+		ps = append(ps, twin)
+	}
+	r, err := quietRound(ctx, &p.cfg.retryLeft, func() (*Round, error) {
+		rs, err := rounds(ctx, c, ps...)
+		if len(rs) > 1 {
+			rs[0].twin = rs[1]
+		}
+		return rs[0], err
+	})
 	if r == nil {
 		return nil, err
+	}
+	if t := r.twin; t != nil {
+		t.SettleMS, t.Idle, t.Steal, t.StealDropped = r.SettleMS, r.Idle, r.Steal, r.StealDropped
 	}
 	if err != nil {
 		err = fmt.Errorf("%s: %w", what, err)
@@ -415,8 +488,14 @@ func (p *pluginBench) timeRound(ctx context.Context, c int, what string, errs *[
 	if ctx.Err() != nil {
 		return r, ctx.Err()
 	}
-	progress("  %s: %s  ADD p50 %.2f ms  CHECK p50 %.2f ms  DEL p50 %.2f ms  (settled %.1f s, idle %.0f %%, steal %.0f %%)", p.sc.Name, what,
-		r.Verbs["ADD"].Summary.P50, r.Verbs["CHECK"].Summary.P50, r.Verbs["DEL"].Summary.P50, r.SettleMS/1000, r.Idle*100, r.Steal*100)
+	line := func(what string, r *Round) {
+		progress("  %s: %s  ADD p50 %.2f ms  CHECK p50 %.2f ms  DEL p50 %.2f ms  (settled %.1f s, idle %.0f %%, steal %.0f %%)", p.sc.Name, what,
+			r.Verbs["ADD"].Summary.P50, r.Verbs["CHECK"].Summary.P50, r.Verbs["DEL"].Summary.P50, r.SettleMS/1000, r.Idle*100, r.Steal*100)
+	}
+	line(what, r)
+	if r.twin != nil {
+		line(twinName(r.W, r.C)+", call by call", r.twin)
+	}
 	return r, nil
 }
 

@@ -199,8 +199,8 @@ func (r *Report) markdown() string {
 			row(run.Scenario, rd)
 		}
 		for _, tw := range run.Twins {
-			for i, rd := range tw.Rounds {
-				row(fmt.Sprintf("%s, empty twin, %s W=%d", run.Scenario, []string{"before", "after"}[min(i, 1)], tw.W), rd)
+			for _, rd := range tw.Rounds {
+				row(fmt.Sprintf("%s, empty twin, call by call with W=%d", run.Scenario, tw.W), rd)
 			}
 		}
 	}

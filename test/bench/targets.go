@@ -210,7 +210,7 @@ func (r *Report) ratioMarkdown(b *strings.Builder) {
 	table("Reference ÷ ours (p50, same W and C; higher is better for ours):", "ref/ours", fmtX)
 	table("Flatness, p50 at the largest W ÷ p50 at W=0:", "wmax/w0", fmtX)
 	table("Flatness corrected for load drift: the above ÷ the same ratio of the exec floor, timed in the same node just before each level:", "wmax/w0-load", fmtX)
-	table("Flatness against an empty twin: p50 at the largest W ÷ p50 of the same plugin in a second node kept empty, timed in the rounds just before and just after (their samples together):", "wmax/twin", fmtX)
+	table("Flatness against an empty twin: p50 at the largest W ÷ p50 of the same plugin in a second node kept empty, its calls interleaved with those at the largest W, one for one:", "wmax/twin", fmtX)
 }
 
 // Target is one of issue 7's targets, evaluated on this run.
@@ -274,7 +274,7 @@ func (r *Report) targets() []Target {
 		v, got := seq, fmt.Sprintf("%s (%s corrected for load drift)", fmtX(seq), fmtX(corrected))
 		// W=0 timed beside W=900 rather than minutes before it, when there is one.
 		if twin := r.findRatio("wmax/twin", nft, twinOther, wmax, 1, verb); usable(twin) {
-			v, got = twin, fmt.Sprintf("%s against an empty twin timed alongside (%s against W=0 timed first, %s corrected for load drift)",
+			v, got = twin, fmt.Sprintf("%s against an empty twin timed call by call alongside (%s against W=0 timed first, %s corrected for load drift)",
 				fmtX(twin), fmtX(seq), fmtX(corrected))
 		}
 		out = append(out, Target{fmt.Sprintf("bridge-nft %s flat: p50(W=%d) ÷ p50(W=0), C=1", verb, wmax), "≤ 1.2",
