@@ -60,7 +60,7 @@ type Pair struct {
 // move. On error nothing is left.
 // Both MACs are chosen here (netns.LocalMAC), so udev keeps the host end's
 // and no read-back is needed for the container end's.
-// Equivalent to: ip link add HOST address HMAC mtu MTU master BR up type veth peer CONT address MAC netns CONT
+// Equivalent to: ip link add HOST address HMAC mtu MTU master BR up numtxqueues 1 numrxqueues 1 type veth peer CONT address MAC numtxqueues 1 numrxqueues 1 netns CONT
 // (and, with NoLinkLocal: ip -n CONT link set CONT addrgenmode none; with
 // HostNoIPv6 the host end comes up after sysctl net.ipv6.conf.HOST.disable_ipv6=1)
 func Add(host, cont *netns.Handle, s Spec) (_ Pair, err error) {
@@ -152,6 +152,7 @@ func create(host, cont *netns.Handle, s Spec) (netlink.Link, error) {
 	if s.MasterIdx > 0 {
 		req.AddData(nl.NewRtAttr(unix.IFLA_MASTER, nl.Uint32Attr(uint32(s.MasterIdx))))
 	}
+	oneQueue(req.AddData)
 	info := nl.NewRtAttr(unix.IFLA_LINKINFO, nil)
 	info.AddRtAttr(nl.IFLA_INFO_KIND, nl.NonZeroTerminated("veth"))
 	peer := info.AddRtAttr(nl.IFLA_INFO_DATA, nil).AddRtAttr(nl.VETH_INFO_PEER, nil)
@@ -161,6 +162,7 @@ func create(host, cont *netns.Handle, s Spec) (netlink.Link, error) {
 	if s.MTU > 0 {
 		peer.AddRtAttr(unix.IFLA_MTU, nl.Uint32Attr(uint32(s.MTU)))
 	}
+	oneQueue(func(a nl.NetlinkRequestData) { peer.AddChild(a) })
 	peer.AddRtAttr(unix.IFLA_NET_NS_FD, nl.Uint32Attr(uint32(cont.Fd())))
 	req.AddData(info)
 	msgs, err := host.Execute(req, unix.RTM_NEWLINK)
@@ -177,6 +179,18 @@ func create(host, cont *netns.Handle, s Spec) (netlink.Link, error) {
 		return l, nil
 	}
 	return nil, nil
+}
+
+// oneQueue asks for one transmit and one receive queue, the number a veth
+// end uses unless told otherwise. Without it the kernel allocates one per
+// possible CPU and then shrinks the transmit queues to one, which waits
+// for an expedited RCU grace period, for each end: 0.34 against 0.26 ms
+// per create on an idle 2-CPU node, more on a busy or larger one. What is
+// lost: "ethtool -L" cannot raise the count later.
+// Equivalent to: ip link add ... numtxqueues 1 numrxqueues 1 type veth peer ... numtxqueues 1 numrxqueues 1
+func oneQueue(add func(nl.NetlinkRequestData)) {
+	add(nl.NewRtAttr(unix.IFLA_NUM_TX_QUEUES, nl.Uint32Attr(1)))
+	add(nl.NewRtAttr(unix.IFLA_NUM_RX_QUEUES, nl.Uint32Attr(1)))
 }
 
 // disableIPv6 turns IPv6 off on dev in the calling thread's namespace; a

@@ -75,8 +75,9 @@ func TestDelRefusesNonVeth(t *testing.T) {
 
 // TestAddEnslavesAndDescribes runs Add as on a kernel that echoes the
 // create (6.3 and later) and as on one that does not: either way the host
-// end is the bridge's port, up, and the pair returned is what the kernel
-// holds (indices, names, MACs), also for a MAC Add chose itself.
+// end is the bridge's port, up, both ends have one queue each way, and the
+// pair returned is what the kernel holds (indices, names, MACs), also for
+// a MAC Add chose itself.
 func TestAddEnslavesAndDescribes(t *testing.T) {
 	nettest.RequireRoot(t)
 	for _, echo := range []bool{true, false} {
@@ -109,6 +110,13 @@ func TestAddEnslavesAndDescribes(t *testing.T) {
 					if g.Name != w.Name || g.Index != w.Index || g.HardwareAddr.String() != w.HardwareAddr.String() || g.MTU != w.MTU {
 						t.Errorf("Add returned %s #%d %s mtu %d, the kernel holds %s #%d %s mtu %d",
 							g.Name, g.Index, g.HardwareAddr, g.MTU, w.Name, w.Index, w.HardwareAddr, w.MTU)
+					}
+				}
+				// One queue each way, as the kernel would leave them, but
+				// without the shrink from one per CPU (oneQueue).
+				for _, l := range []netlink.Link{hl, cl} {
+					if a := l.Attrs(); a.NumTxQueues != 1 || a.NumRxQueues != 1 {
+						t.Errorf("%s: %d transmit and %d receive queues, want 1 and 1", a.Name, a.NumTxQueues, a.NumRxQueues)
 					}
 				}
 				if a := cont.AddrAssignType(t, ifname); a != "3" {
