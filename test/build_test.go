@@ -13,7 +13,8 @@ import (
 
 // TestBuildFlags holds the binaries to what scripts/build.sh promises and
 // the README's Performance section measures: memory profiling off from
-// the first allocation everywhere, and macvlan with netlink not inlined.
+// the first allocation everywhere, and macvlan with netlink (among others)
+// not inlined.
 func TestBuildFlags(t *testing.T) {
 	bin := nettest.Bins(t)
 	for _, name := range []string{"none", "loopback", "host-local-bridge", "macvlan", "hostns", "joinns"} {
