@@ -148,8 +148,8 @@ func batch(ctx context.Context, c, n int, fn opFunc) *VerbRun {
 	return verbRun(ctx, samples, failed, skipped, time.Since(start), firstErr)
 }
 
-// verbRun summarizes the samples of n operations (failed and skipped ones
-// included) that took wall.
+// verbRun summarizes the samples of a verb's operations (failed and skipped
+// ones included), which took wall.
 func verbRun(ctx context.Context, samples []time.Duration, failed []bool, skipped int, wall time.Duration, firstErr error) *VerbRun {
 	var ok []time.Duration
 	for i, d := range samples {
