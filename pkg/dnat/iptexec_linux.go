@@ -166,7 +166,12 @@ func isIptExist(err error) bool {
 // If any line fails, the table is left as it was. Call it inside the host
 // namespace.
 func restoreNat(flavor string, v4 bool, lines []string) error {
-	return restore(flavor, v4, "*nat\n"+strings.Join(lines, "\n")+"\nCOMMIT\n")
+	return restore(flavor, v4, restoreTable("nat", lines))
+}
+
+// restoreTable is one table's block of iptables-restore input.
+func restoreTable(table string, lines []string) string {
+	return "*" + table + "\n" + strings.Join(lines, "\n") + "\nCOMMIT\n"
 }
 
 // restoreCheck checks that every rule is there (iptables -C) in one
@@ -185,7 +190,7 @@ func restoreCheck(flavor string, v4 bool, rules []iptRule) error {
 		if err != nil {
 			return err
 		}
-		in.WriteString("*" + t + "\n" + strings.Join(lines, "\n") + "\nCOMMIT\n")
+		in.WriteString(restoreTable(t, lines))
 	}
 	return restore(flavor, v4, in.String())
 }
