@@ -169,42 +169,37 @@ func TestCheckNamesDifferences(t *testing.T) {
 // entry that still sends the flow to the container: the mapping is gone
 // before the flush, not a tick after it.
 func TestUDPDelLeavesNoMappedEntry(t *testing.T) {
-	for _, bc := range backendCases(t) {
-		t.Run(bc.name, func(t *testing.T) {
-			t.Parallel()
-			ctx := context.Background()
-			w := newWorld(t)
-			bn := w.newBridge(1, ModeNAT)
-			b := w.addCtr(bn, 1)
-			be := w.backend(bc)
-			if nb, ok := be.(*nftBackend); ok {
-				nb.retireAfter = 200 * time.Millisecond // a flush before the mapping is gone would show
+	eachBackend(t, func(t *testing.T, ctx context.Context, w *world, bc backendCase) {
+		bn := w.newBridge(1, ModeNAT)
+		b := w.addCtr(bn, 1)
+		be := w.backend(bc)
+		if nb, ok := be.(*nftBackend); ok {
+			nb.retireAfter = 200 * time.Millisecond // a flush before the mapping is gone would show
+		}
+		nettest.Listen(t, b.ns, "udp", ":53", "B")
+		att := b.attachment(port("udp", "", 5353, 53))
+		if err := be.Add(ctx, bn.Network, att); err != nil {
+			t.Fatal(err)
+		}
+		stop := sendUDP(t, w.client, join(hostOut4, 5353))
+		nettest.Eventually(t, 3*time.Second, "a mapped conntrack entry", func() error {
+			if mappedEntries(t, w, 5353, b.ip4) == 0 {
+				return errors.New("none yet")
 			}
-			nettest.Listen(t, b.ns, "udp", ":53", "B")
-			att := b.attachment(port("udp", "", 5353, 53))
-			if err := be.Add(ctx, bn.Network, att); err != nil {
-				t.Fatal(err)
-			}
-			stop := sendUDP(t, w.client, join(hostOut4, 5353))
-			nettest.Eventually(t, 3*time.Second, "a mapped conntrack entry", func() error {
-				if mappedEntries(t, w, 5353, b.ip4) == 0 {
-					return errors.New("none yet")
-				}
-				return nil
-			})
-			if err := be.Del(ctx, bn.Network, att.Key); err != nil {
-				t.Fatal(err)
-			}
-			time.Sleep(30 * time.Millisecond) // datagrams keep coming after Del: none may be mapped
-			stop()
-			if n := mappedEntries(t, w, 5353, b.ip4); n != 0 {
-				t.Errorf("%d conntrack entries still send udp port 5353 to %s after Del", n, b.ip4)
-			}
-			if err := be.GC(ctx, bn.Network, nil); err != nil {
-				t.Fatal(err)
-			}
+			return nil
 		})
-	}
+		if err := be.Del(ctx, bn.Network, att.Key); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(30 * time.Millisecond) // datagrams keep coming after Del: none may be mapped
+		stop()
+		if n := mappedEntries(t, w, 5353, b.ip4); n != 0 {
+			t.Errorf("%d conntrack entries still send udp port 5353 to %s after Del", n, b.ip4)
+		}
+		if err := be.GC(ctx, bn.Network, nil); err != nil {
+			t.Fatal(err)
+		}
+	})
 }
 
 // sendUDP sends a datagram to addr every half millisecond from one socket

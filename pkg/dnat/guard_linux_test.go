@@ -22,39 +22,34 @@ import (
 // a container must not reach the host's 127.0.0.1 services, and nobody
 // outside the host reaches a port published on 127.0.0.1.
 func TestLoopbackGuard(t *testing.T) {
-	for _, bc := range backendCases(t) {
-		t.Run(bc.name, func(t *testing.T) {
-			t.Parallel()
-			ctx := context.Background()
-			w := newWorld(t)
-			bn := w.newBridge(1, ModeNAT)
-			a := w.addCtr(bn, 0)
-			be := w.backend(bc)
-			nettest.Listen(t, a.ns, "tcp", ":80", "A")
-			nettest.Listen(t, w.host, "tcp", "127.0.0.1:9999", "H")
-			if err := be.Add(ctx, bn.Network, a.attachment(port("tcp", "127.0.0.1", 8081, 80))); err != nil {
-				t.Fatal(err)
-			}
-			reach(t, w.host, "tcp", "127.0.0.1:8081", "A")
-			// Send to 127.0.0.1 out of the namespace, as an attacker's kernel would.
-			for _, n := range []struct {
-				ns  *nettest.NS
-				gw  string
-				dev string
-			}{{a.ns, "10.244.1.1", "eth0"}, {w.client, hostOut4, "eth0"}} {
-				n.ns.MustRun(t, "ip", "route", "del", "local", "127.0.0.0/8", "dev", "lo", "table", "local")
-				n.ns.MustRun(t, "ip", "route", "add", "127.0.0.0/8", "via", n.gw, "dev", n.dev)
-				n.ns.Sysctl(t, "net/ipv4/conf/all/route_localnet", "1")
-				n.ns.Sysctl(t, "net/ipv4/conf/"+n.dev+"/route_localnet", "1")
-			}
-			unreachable(t, a.ns, "tcp", "127.0.0.1:9999")
-			unreachable(t, a.ns, "tcp", "127.0.0.1:8081")
-			unreachable(t, w.client, "tcp", "127.0.0.1:8081")
-			if err := be.GC(ctx, bn.Network, nil); err != nil {
-				t.Fatal(err)
-			}
-		})
-	}
+	eachBackend(t, func(t *testing.T, ctx context.Context, w *world, bc backendCase) {
+		bn := w.newBridge(1, ModeNAT)
+		a := w.addCtr(bn, 0)
+		be := w.backend(bc)
+		nettest.Listen(t, a.ns, "tcp", ":80", "A")
+		nettest.Listen(t, w.host, "tcp", "127.0.0.1:9999", "H")
+		if err := be.Add(ctx, bn.Network, a.attachment(port("tcp", "127.0.0.1", 8081, 80))); err != nil {
+			t.Fatal(err)
+		}
+		reach(t, w.host, "tcp", "127.0.0.1:8081", "A")
+		// Send to 127.0.0.1 out of the namespace, as an attacker's kernel would.
+		for _, n := range []struct {
+			ns  *nettest.NS
+			gw  string
+			dev string
+		}{{a.ns, "10.244.1.1", "eth0"}, {w.client, hostOut4, "eth0"}} {
+			n.ns.MustRun(t, "ip", "route", "del", "local", "127.0.0.0/8", "dev", "lo", "table", "local")
+			n.ns.MustRun(t, "ip", "route", "add", "127.0.0.0/8", "via", n.gw, "dev", n.dev)
+			n.ns.Sysctl(t, "net/ipv4/conf/all/route_localnet", "1")
+			n.ns.Sysctl(t, "net/ipv4/conf/"+n.dev+"/route_localnet", "1")
+		}
+		unreachable(t, a.ns, "tcp", "127.0.0.1:9999")
+		unreachable(t, a.ns, "tcp", "127.0.0.1:8081")
+		unreachable(t, w.client, "tcp", "127.0.0.1:8081")
+		if err := be.GC(ctx, bn.Network, nil); err != nil {
+			t.Fatal(err)
+		}
+	})
 }
 
 // TestLoopback6Refused: a port published on every address, dialled on
@@ -62,33 +57,28 @@ func TestLoopbackGuard(t *testing.T) {
 // drop (::1 cannot leave lo), also where an older plugin made the rules;
 // 127.0.0.1 still serves.
 func TestLoopback6Refused(t *testing.T) {
-	for _, bc := range backendCases(t) {
-		t.Run(bc.name, func(t *testing.T) {
-			t.Parallel()
-			ctx := context.Background()
-			w := newWorld(t)
-			bn := w.newBridge(1, ModeNAT)
-			a := w.addCtr(bn, 0)
-			be := w.backend(bc)
-			nettest.Listen(t, a.ns, "tcp", ":80", "A")
-			att := a.attachment(port("tcp", "", 8080, 80))
-			for _, older := range []bool{false, true} {
-				if older {
-					w.olderLayout(t, bc, bn.Network)
-				}
-				if err := be.Add(ctx, bn.Network, att); err != nil {
-					t.Fatal(err)
-				}
-				reach(t, w.host, "tcp", "127.0.0.1:8080", "A")
-				if _, err := nettest.Dial(w.host, "tcp", "[::1]:8080", time.Second); !errors.Is(err, unix.ECONNREFUSED) {
-					t.Errorf("[::1]:8080 from the node (rules of an older plugin: %v): %v, want connection refused", older, err)
-				}
+	eachBackend(t, func(t *testing.T, ctx context.Context, w *world, bc backendCase) {
+		bn := w.newBridge(1, ModeNAT)
+		a := w.addCtr(bn, 0)
+		be := w.backend(bc)
+		nettest.Listen(t, a.ns, "tcp", ":80", "A")
+		att := a.attachment(port("tcp", "", 8080, 80))
+		for _, older := range []bool{false, true} {
+			if older {
+				w.olderLayout(t, bc, bn.Network)
 			}
-			if err := be.GC(ctx, bn.Network, nil); err != nil {
+			if err := be.Add(ctx, bn.Network, att); err != nil {
 				t.Fatal(err)
 			}
-		})
-	}
+			reach(t, w.host, "tcp", "127.0.0.1:8080", "A")
+			if _, err := nettest.Dial(w.host, "tcp", "[::1]:8080", time.Second); !errors.Is(err, unix.ECONNREFUSED) {
+				t.Errorf("[::1]:8080 from the node (rules of an older plugin: %v): %v, want connection refused", older, err)
+			}
+		}
+		if err := be.GC(ctx, bn.Network, nil); err != nil {
+			t.Fatal(err)
+		}
+	})
 }
 
 // olderLayout turns the node's rules into those of a plugin whose nat
@@ -158,50 +148,45 @@ func udpEntries(t *testing.T, w *world, port uint16) int {
 // port before it was published reaches the container right after Add,
 // and Del leaves no entry of the port behind.
 func TestUDPConntrackFlush(t *testing.T) {
-	for _, bc := range backendCases(t) {
-		t.Run(bc.name, func(t *testing.T) {
-			t.Parallel()
-			ctx := context.Background()
-			w := newWorld(t)
-			bn := w.newBridge(1, ModeNAT)
-			a, b := w.addCtr(bn, 0), w.addCtr(bn, 1)
-			be := w.backend(bc)
-			nettest.Listen(t, b.ns, "udp", ":53", "B")
-			// NAT is active (another attachment exists) before the port is published.
-			if err := be.Add(ctx, bn.Network, a.attachment(port("tcp", "", 8080, 80))); err != nil {
-				t.Fatal(err)
+	eachBackend(t, func(t *testing.T, ctx context.Context, w *world, bc backendCase) {
+		bn := w.newBridge(1, ModeNAT)
+		a, b := w.addCtr(bn, 0), w.addCtr(bn, 1)
+		be := w.backend(bc)
+		nettest.Listen(t, b.ns, "udp", ":53", "B")
+		// NAT is active (another attachment exists) before the port is published.
+		if err := be.Add(ctx, bn.Network, a.attachment(port("tcp", "", 8080, 80))); err != nil {
+			t.Fatal(err)
+		}
+		for _, addr := range []string{join(hostOut4, 5353), join(hostOut6, 5353)} {
+			if got, err := udpFrom(w.client, 40000, addr); err == nil {
+				t.Fatalf("unpublished %s answered %q", addr, got)
 			}
-			for _, addr := range []string{join(hostOut4, 5353), join(hostOut6, 5353)} {
-				if got, err := udpFrom(w.client, 40000, addr); err == nil {
-					t.Fatalf("unpublished %s answered %q", addr, got)
-				}
-			}
-			if n := udpEntries(t, w, 5353); n == 0 {
-				t.Fatal("no conntrack entry made before publishing: the test proves nothing")
-			}
-			// IPv6 neighbour discovery towards a fresh namespace takes seconds: settle it first.
-			nettest.Reachable(t, w.host, b.ip6)
-			att := b.attachment(port("udp", "", 5353, 53))
-			if err := be.Add(ctx, bn.Network, att); err != nil {
-				t.Fatal(err)
-			}
-			for _, addr := range []string{join(hostOut4, 5353), join(hostOut6, 5353)} {
-				nettest.Eventually(t, 5*time.Second, "udp from the same source port to "+addr, func() error {
-					_, err := udpFrom(w.client, 40000, addr)
-					return err
-				})
-			}
-			if err := be.Del(ctx, bn.Network, att.Key); err != nil {
-				t.Fatal(err)
-			}
-			if n := udpEntries(t, w, 5353); n != 0 {
-				t.Errorf("%d conntrack entries of udp port 5353 left after Del", n)
-			}
-			if err := be.GC(ctx, bn.Network, nil); err != nil {
-				t.Fatal(err)
-			}
-		})
-	}
+		}
+		if n := udpEntries(t, w, 5353); n == 0 {
+			t.Fatal("no conntrack entry made before publishing: the test proves nothing")
+		}
+		// IPv6 neighbour discovery towards a fresh namespace takes seconds: settle it first.
+		nettest.Reachable(t, w.host, b.ip6)
+		att := b.attachment(port("udp", "", 5353, 53))
+		if err := be.Add(ctx, bn.Network, att); err != nil {
+			t.Fatal(err)
+		}
+		for _, addr := range []string{join(hostOut4, 5353), join(hostOut6, 5353)} {
+			nettest.Eventually(t, 5*time.Second, "udp from the same source port to "+addr, func() error {
+				_, err := udpFrom(w.client, 40000, addr)
+				return err
+			})
+		}
+		if err := be.Del(ctx, bn.Network, att.Key); err != nil {
+			t.Fatal(err)
+		}
+		if n := udpEntries(t, w, 5353); n != 0 {
+			t.Errorf("%d conntrack entries of udp port 5353 left after Del", n)
+		}
+		if err := be.GC(ctx, bn.Network, nil); err != nil {
+			t.Fatal(err)
+		}
+	})
 }
 
 // TestForwardPolicyDrop: on a host whose iptables FORWARD policy is DROP
@@ -307,54 +292,49 @@ func TestForwardingSysctls(t *testing.T) {
 // TestDelPartlyGone: Del removes everything also when Add's record was
 // lost (a wiped state dir) or some objects were already deleted by hand.
 func TestDelPartlyGone(t *testing.T) {
-	for _, bc := range backendCases(t) {
-		t.Run(bc.name, func(t *testing.T) {
-			t.Parallel()
-			ctx := context.Background()
-			w := newWorld(t)
-			bn := w.newBridge(1, ModeNAT)
-			a, b := w.addCtr(bn, 0), w.addCtr(bn, 1)
-			be := w.backend(bc)
-			if err := be.Add(ctx, bn.Network, a.attachment(port("tcp", "", 8080, 80))); err != nil {
+	eachBackend(t, func(t *testing.T, ctx context.Context, w *world, bc backendCase) {
+		bn := w.newBridge(1, ModeNAT)
+		a, b := w.addCtr(bn, 0), w.addCtr(bn, 1)
+		be := w.backend(bc)
+		if err := be.Add(ctx, bn.Network, a.attachment(port("tcp", "", 8080, 80))); err != nil {
+			t.Fatal(err)
+		}
+		before := w.ruleset()
+		att := b.attachment(port("tcp", "", 8082, 80), port("udp", hostOut4, 5353, 53))
+		for _, lose := range []string{"record", "element", "jump"} {
+			if lose == "jump" && bc.kind != BackendIptables {
+				continue
+			}
+			if err := be.Add(ctx, bn.Network, att); err != nil {
 				t.Fatal(err)
 			}
-			before := w.ruleset()
-			att := b.attachment(port("tcp", "", 8082, 80), port("udp", hostOut4, 5353, 53))
-			for _, lose := range []string{"record", "element", "jump"} {
-				if lose == "jump" && bc.kind != BackendIptables {
-					continue
-				}
-				if err := be.Add(ctx, bn.Network, att); err != nil {
+			switch {
+			case lose == "record":
+				rec := filepathOfRecord(w, bc, att.Key)
+				if err := os.Remove(rec); err != nil {
 					t.Fatal(err)
 				}
-				switch {
-				case lose == "record":
-					rec := filepathOfRecord(w, bc, att.Key)
-					if err := os.Remove(rec); err != nil {
-						t.Fatal(err)
-					}
-				case bc.kind == BackendNftables:
-					w.host.MustRun(t, "nft", "delete", "element", "inet", tableName, mapAny4, "{ tcp . 8082 }")
-				case lose == "jump": // DEL's one transaction then fails; one command at a time goes on
-					ms, err := checkAdd(bn.Network, att)
-					if err != nil {
-						t.Fatal(err)
-					}
-					_, jumps := iptAttRules(att.Key, ms, true)
-					w.host.MustRun(t, "iptables-"+bc.flavor, append([]string{"-t", "nat", "-D", jumps[0].Chain}, jumps[0].Spec...)...)
-				default:
-					w.host.MustRun(t, "iptables-"+bc.flavor, "-t", "nat", "-F", iptAttChain(att.Key))
+			case bc.kind == BackendNftables:
+				w.host.MustRun(t, "nft", "delete", "element", "inet", tableName, mapAny4, "{ tcp . 8082 }")
+			case lose == "jump": // DEL's one transaction then fails; one command at a time goes on
+				ms, err := checkAdd(bn.Network, att)
+				if err != nil {
+					t.Fatal(err)
 				}
-				if err := be.Del(ctx, bn.Network, att.Key); err != nil {
-					t.Fatalf("Del with the %s gone: %v", lose, err)
-				}
-				w.settles(t, before, "ruleset after Del with the "+lose+" gone")
+				_, jumps := iptAttRules(att.Key, ms, true)
+				w.host.MustRun(t, "iptables-"+bc.flavor, append([]string{"-t", "nat", "-D", jumps[0].Chain}, jumps[0].Spec...)...)
+			default:
+				w.host.MustRun(t, "iptables-"+bc.flavor, "-t", "nat", "-F", iptAttChain(att.Key))
 			}
-			if err := be.GC(ctx, bn.Network, nil); err != nil {
-				t.Fatal(err)
+			if err := be.Del(ctx, bn.Network, att.Key); err != nil {
+				t.Fatalf("Del with the %s gone: %v", lose, err)
 			}
-		})
-	}
+			w.settles(t, before, "ruleset after Del with the "+lose+" gone")
+		}
+		if err := be.GC(ctx, bn.Network, nil); err != nil {
+			t.Fatal(err)
+		}
+	})
 }
 
 func filepathOfRecord(w *world, bc backendCase, k netconf.Key) string {

@@ -35,6 +35,17 @@ func backendCases(t *testing.T) []backendCase {
 	return cases
 }
 
+// eachBackend runs fn for every backend as a parallel subtest, each in a
+// world of its own.
+func eachBackend(t *testing.T, fn func(t *testing.T, ctx context.Context, w *world, bc backendCase)) {
+	for _, bc := range backendCases(t) {
+		t.Run(bc.name, func(t *testing.T) {
+			t.Parallel()
+			fn(t, context.Background(), newWorld(t), bc)
+		})
+	}
+}
+
 // Addresses: containers of network k live in 10.244.k.0/24 and
 // fd00:244:k::/64; the outside client is 198.51.100.2 and 2001:db8:1::2,
 // the host's outside address 198.51.100.1 and 2001:db8:1::1.
