@@ -47,7 +47,7 @@ func newNode(t *testing.T) *node {
 	return &node{host: host, outside: outside, cni: nettest.NewCNI(t, host), hostAddr: lanNode, outAddr: lanOutside}
 }
 
-// bridgeConf is a host-local-bridge conflist; extra keys override.
+// bridgeConf is a host-local-bridge conflist; extra keys override (overlay).
 func bridgeConf(t *testing.T, name, backend string, subnet string, extra map[string]any) *libcni.NetworkConfigList {
 	t.Helper()
 	ipamConf := map[string]any{"type": "host-local", "dataDir": t.TempDir(), "subnet": subnet}
@@ -55,16 +55,7 @@ func bridgeConf(t *testing.T, name, backend string, subnet string, extra map[str
 		"type": "host-local-bridge", "firewallBackend": backend, "ipam": ipamConf,
 		"capabilities": map[string]bool{"portMappings": true, "ips": true, "mac": true},
 	}
-	for k, v := range extra {
-		if k == "ipam" {
-			for ik, iv := range v.(map[string]any) {
-				ipamConf[ik] = iv
-			}
-			continue
-		}
-		plugin[k] = v
-	}
-	return nettest.ConfList(t, map[string]any{"cniVersion": "1.0.0", "name": name, "plugins": []any{plugin}})
+	return nettest.ConfList(t, map[string]any{"cniVersion": "1.0.0", "name": name, "plugins": []any{overlay(plugin, ipamConf, extra)}})
 }
 
 // container is an attached test container.

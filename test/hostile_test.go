@@ -91,24 +91,7 @@ func (n *hsNode) conf(plugin string, extra map[string]any) map[string]any {
 	if ipamConf != nil {
 		c["ipam"] = ipamConf
 	}
-	for k, v := range extra {
-		if m, ok := v.(map[string]any); ok && k == "ipam" && ipamConf != nil {
-			for ik, iv := range m {
-				if iv == nil {
-					delete(ipamConf, ik)
-				} else {
-					ipamConf[ik] = iv
-				}
-			}
-			continue
-		}
-		if v == nil {
-			delete(c, k)
-		} else {
-			c[k] = v
-		}
-	}
-	return c
+	return overlay(c, ipamConf, extra)
 }
 
 // env is a valid CNI environment for verb on cont, with overrides (an

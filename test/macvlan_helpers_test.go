@@ -70,25 +70,7 @@ func newMvLAN(t *testing.T, hostAddr bool, dirs ...string) *mvLAN {
 func (l *mvLAN) mvPlugin(extra map[string]any) map[string]any {
 	ipamConf := map[string]any{"type": "host-local", "dataDir": l.dataDir, "subnet": mvSubnet,
 		"rangeStart": "192.0.2.10", "rangeEnd": "192.0.2.200"}
-	p := map[string]any{"type": "macvlan", "master": l.parent, "ipam": ipamConf}
-	for k, v := range extra {
-		if m, ok := v.(map[string]any); ok && k == "ipam" && len(m) > 0 {
-			for ik, iv := range m {
-				if iv == nil {
-					delete(ipamConf, ik)
-				} else {
-					ipamConf[ik] = iv
-				}
-			}
-			continue
-		}
-		if v == nil {
-			delete(p, k)
-		} else {
-			p[k] = v
-		}
-	}
-	return p
+	return overlay(map[string]any{"type": "macvlan", "master": l.parent, "ipam": ipamConf}, ipamConf, extra)
 }
 
 func (l *mvLAN) list(t *testing.T, ver string, extra map[string]any) *libcni.NetworkConfigList {
@@ -97,24 +79,8 @@ func (l *mvLAN) list(t *testing.T, ver string, extra map[string]any) *libcni.Net
 		"plugins": []any{l.mvPlugin(extra)}})
 }
 
-// mvCont is an attached test container.
-type mvCont struct {
-	ns  *nettest.NS
-	rt  *libcni.RuntimeConf
-	res *current.Result
-}
-
-func (c *mvCont) ip(v6 bool) string {
-	for _, ipc := range c.res.IPs {
-		if (ipc.Address.IP.To4() == nil) == v6 {
-			return ipc.Address.IP.String()
-		}
-	}
-	return ""
-}
-
 // attach runs ADD for a new container namespace; DEL is the test's.
-func (l *mvLAN) attach(t *testing.T, list *libcni.NetworkConfigList) *mvCont {
+func (l *mvLAN) attach(t *testing.T, list *libcni.NetworkConfigList) *container {
 	t.Helper()
 	ns := nettest.NewNS(t)
 	rt := nettest.Runtime(t, ns, "eth0")
@@ -122,7 +88,7 @@ func (l *mvLAN) attach(t *testing.T, list *libcni.NetworkConfigList) *mvCont {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &mvCont{ns: ns, rt: rt, res: res}
+	return &container{ns: ns, rt: rt, res: res}
 }
 
 // stateFiles lists the files of the plugin state dir besides the boot
@@ -185,7 +151,7 @@ func mvLink(t *testing.T, ns *nettest.NS, name string) *netlink.Macvlan {
 
 // execMv runs the macvlan binary directly with a config and CNI_* env,
 // as a runtime without a result cache would.
-func (l *mvLAN) execMv(t *testing.T, verb string, conf map[string]any, c *mvCont, extraEnv ...string) ([]byte, error) {
+func (l *mvLAN) execMv(t *testing.T, verb string, conf map[string]any, c *container, extraEnv ...string) ([]byte, error) {
 	t.Helper()
 	stdin, err := json.Marshal(conf)
 	if err != nil {
@@ -205,7 +171,7 @@ func (l *mvLAN) execMv(t *testing.T, verb string, conf map[string]any, c *mvCont
 }
 
 // mvGC execs GC with the given attachments valid.
-func (l *mvLAN) mvGC(t *testing.T, list *libcni.NetworkConfigList, valid ...*mvCont) error {
+func (l *mvLAN) mvGC(t *testing.T, list *libcni.NetworkConfigList, valid ...*container) error {
 	t.Helper()
 	var conf map[string]any
 	if err := json.Unmarshal(list.Plugins[0].Bytes, &conf); err != nil {

@@ -24,7 +24,7 @@ func TestMacvlanBadInput(t *testing.T) {
 	l := newMvLAN(t, true)
 	held := l.list(t, "1.0.0", nil)
 	holder := l.attach(t, held) // holds an address to collide with
-	heldIP := holder.ip(false)
+	heldIP := holder.addr(false)
 	holderMAC := holder.res.Interfaces[0].Mac
 	cases := mvBadCases(l, heldIP, holderMAC)
 	// CNI_IFNAME already taken in the container: refused, and the link
@@ -34,7 +34,7 @@ func TestMacvlanBadInput(t *testing.T) {
 
 	conf := l.mvPlugin(nil)
 	conf["cniVersion"], conf["name"] = "1.0.0", "mv-busy"
-	_, err := l.execMv(t, "ADD", conf, &mvCont{ns: busy, rt: nettest.Runtime(t, nil, "eth0")})
+	_, err := l.execMv(t, "ADD", conf, &container{ns: busy, rt: nettest.Runtime(t, nil, "eth0")})
 	if nettest.Code(err) != 4 || !strings.Contains(err.Error(), "eth0") {
 		t.Errorf("ADD onto an existing eth0 = %v, want code 4 naming it", err)
 	}
@@ -51,7 +51,7 @@ func TestMacvlanBadInput(t *testing.T) {
 				conf["name"] = held.Name
 			}
 			beforeStore := l.storeIPs(t, conf["name"].(string))
-			c := &mvCont{ns: nettest.NewNS(t), rt: nettest.Runtime(t, nil, "eth0")}
+			c := &container{ns: nettest.NewNS(t), rt: nettest.Runtime(t, nil, "eth0")}
 			beforeHost, beforeCont := nettest.Snapshot(t, l.host), nettest.Snapshot(t, c.ns)
 			beforeState := l.stateFiles(t)
 			_, err := l.execMv(t, "ADD", conf, c, tc.env...)
@@ -266,7 +266,7 @@ func TestMacvlanOptions(t *testing.T) {
 	} {
 		conf := l.mvPlugin(tc.conf)
 		conf["cniVersion"], conf["name"] = "1.0.0", "mv-mac"
-		c := &mvCont{ns: nettest.NewNS(t), rt: nettest.Runtime(t, nil, "eth0")}
+		c := &container{ns: nettest.NewNS(t), rt: nettest.Runtime(t, nil, "eth0")}
 		if _, err := l.execMv(t, "ADD", conf, c, tc.env...); err != nil {
 			t.Fatalf("%s: ADD: %v", tc.name, err)
 		}
@@ -299,7 +299,7 @@ func TestMacvlanCheckDetects(t *testing.T) {
 		}
 	}
 	c.ns.MustRun(t, "ip", "addr", "flush", "dev", "eth0")
-	check(c.ip(false))
+	check(c.addr(false))
 	c.ns.MustRun(t, "ip", "link", "set", "eth0", "address", "02:00:00:00:03:03")
 	check("02:00:00:00:03:03")
 	c.ns.MustRun(t, "ip", "link", "del", "eth0")
@@ -376,7 +376,7 @@ func testMacvlanAnnounces(t *testing.T, byReaper bool) {
 		name string
 		ns   *nettest.NS
 	}{{"the outside host", l.out}, {"the sibling macvlan", sib.ns}} {
-		for _, ip := range []string{c.ip(false), c.ip(true)} {
+		for _, ip := range []string{c.addr(false), c.addr(true)} {
 			nettest.Eventually(t, 3*time.Second, who.name+" learns "+ip, func() error {
 				if !hasNeigh(t, who.ns, ip, mac) {
 					return fmt.Errorf("no neighbour entry %s -> %s", ip, mac)
@@ -395,9 +395,9 @@ func testMacvlanAnnounces(t *testing.T, byReaper bool) {
 		return nil
 	})
 	c.ns.MustRun(t, "ip", "link", "set", "eth0", "address", "02:00:00:00:77:77")
-	nettest.Eventually(t, 3*time.Second, "outside host learns the new MAC of "+c.ip(true), func() error {
-		if !hasNeigh(t, l.out, c.ip(true), "02:00:00:00:77:77") {
-			return fmt.Errorf("no neighbour entry %s -> 02:00:00:00:77:77", c.ip(true))
+	nettest.Eventually(t, 3*time.Second, "outside host learns the new MAC of "+c.addr(true), func() error {
+		if !hasNeigh(t, l.out, c.addr(true), "02:00:00:00:77:77") {
+			return fmt.Errorf("no neighbour entry %s -> 02:00:00:00:77:77", c.addr(true))
 		}
 		return nil
 	})
@@ -447,7 +447,7 @@ func TestMacvlanHandsAnnouncementOver(t *testing.T) {
 		got <- fmt.Sprintf("%s, %d fd", buf[:n], len(fds))
 	}()
 	c := l.attach(t, list)
-	want := fmt.Sprintf("announce %d eth0 %s %s, 1 fd", nettest.Link(t, c.ns, "eth0").Attrs().Index, c.ip(false), c.ip(true))
+	want := fmt.Sprintf("announce %d eth0 %s %s, 1 fd", nettest.Link(t, c.ns, "eth0").Attrs().Index, c.addr(false), c.addr(true))
 	select {
 	case s := <-got:
 		if s != want {
@@ -513,7 +513,7 @@ func TestMacvlanUnreportableResult(t *testing.T) {
 	before := nettest.Snapshot(t, l.host)
 	for _, ver := range []string{"0.2.0", "0.1.0"} {
 		ns := nettest.NewNS(t)
-		c := &mvCont{ns: ns, rt: nettest.Runtime(t, ns, "eth0")}
+		c := &container{ns: ns, rt: nettest.Runtime(t, ns, "eth0")}
 		conf := map[string]any{"cniVersion": ver, "name": "mv-l2old", "type": "macvlan", "master": l.parent}
 		if _, err := l.execMv(t, "ADD", conf, c); nettest.Code(err) != 1 {
 			t.Errorf("%s: ADD = %v, want code 1", ver, err)

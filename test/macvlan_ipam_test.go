@@ -50,8 +50,8 @@ func TestMacvlanDelegatedIPAM(t *testing.T) {
 			list := l.list(t, "1.1.0", map[string]any{"ipam": ipamConf})
 			before := nettest.Snapshot(t, l.host)
 			c := l.attach(t, list)
-			if c.ip(false) != tc.want {
-				t.Fatalf("address = %s, want %s", c.ip(false), tc.want)
+			if c.addr(false) != tc.want {
+				t.Fatalf("address = %s, want %s", c.addr(false), tc.want)
 			}
 			if got := nettest.Addrs(t, c.ns, "eth0"); got[0].Addr().String() != tc.want {
 				t.Errorf("container addresses = %v, want %s", got, tc.want)
@@ -96,7 +96,7 @@ func TestMacvlanReplacesReference(t *testing.T) {
 	list := l.list(t, "1.0.0", nil)
 	before := nettest.Snapshot(t, l.host)
 
-	oldC := &mvCont{ns: nettest.NewNS(t)}
+	oldC := &container{ns: nettest.NewNS(t)}
 	oldC.rt = nettest.Runtime(t, oldC.ns, "eth0")
 	res, err := refCNI.AddNetworkList(context.Background(), list, oldC.rt)
 	if err != nil {
@@ -104,16 +104,16 @@ func TestMacvlanReplacesReference(t *testing.T) {
 	}
 	oldC.res, _ = current.NewResultFromResult(res)
 	newC := l.attach(t, list) // our binary now
-	if oldC.ip(false) == newC.ip(false) {
-		t.Fatalf("both got %s", newC.ip(false))
+	if oldC.addr(false) == newC.addr(false) {
+		t.Fatalf("both got %s", newC.addr(false))
 	}
-	nettest.Reachable(t, newC.ns, oldC.ip(false))
+	nettest.Reachable(t, newC.ns, oldC.addr(false))
 
 	// Ours checks and deletes the reference's attachment, given its
 	// cached prevResult as a runtime would.
 	l.cni.MustCheck(t, list, oldC.rt)
 	l.cni.MustDel(t, list, oldC.rt)
-	if nettest.HasLink(t, oldC.ns, "eth0") || slices.Contains(l.storeIPs(t, list.Name), oldC.ip(false)) {
+	if nettest.HasLink(t, oldC.ns, "eth0") || slices.Contains(l.storeIPs(t, list.Name), oldC.addr(false)) {
 		t.Error("our DEL left the reference's link or address")
 	}
 	// And the reference deletes ours.
@@ -137,12 +137,12 @@ func TestMacvlanParallel(t *testing.T) {
 	l := newMvLAN(t, true)
 	list := l.list(t, "1.1.0", map[string]any{"hostShim": true})
 	before := nettest.Snapshot(t, l.host)
-	conts := make([]*mvCont, n)
+	conts := make([]*container, n)
 	for i := range conts {
-		conts[i] = &mvCont{ns: nettest.NewNS(t)}
+		conts[i] = &container{ns: nettest.NewNS(t)}
 		conts[i].rt = nettest.Runtime(t, conts[i].ns, "eth0")
 	}
-	run := func(fn func(c *mvCont) error) {
+	run := func(fn func(c *container) error) {
 		var wg sync.WaitGroup
 		errs := make([]error, n)
 		for i, c := range conts {
@@ -159,7 +159,7 @@ func TestMacvlanParallel(t *testing.T) {
 			}
 		}
 	}
-	run(func(c *mvCont) error {
+	run(func(c *container) error {
 		res, err := l.cni.AddNetworkList(context.Background(), list, c.rt)
 		if err == nil {
 			c.res, err = current.NewResultFromResult(res)
@@ -168,17 +168,17 @@ func TestMacvlanParallel(t *testing.T) {
 	})
 	seen := map[string]bool{}
 	for _, c := range conts {
-		if seen[c.ip(false)] {
-			t.Fatalf("address %s handed out twice", c.ip(false))
+		if seen[c.addr(false)] {
+			t.Fatalf("address %s handed out twice", c.addr(false))
 		}
-		seen[c.ip(false)] = true
+		seen[c.addr(false)] = true
 	}
 	if got := len(l.storeIPs(t, list.Name)); got != n+1 {
 		t.Errorf("store holds %d addresses, want %d and the shim's", got, n)
 	}
-	nettest.Reachable(t, conts[0].ns, conts[n-1].ip(false))
-	nettest.Reachable(t, l.host, conts[n/2].ip(false))
-	run(func(c *mvCont) error { return l.cni.DelNetworkList(context.Background(), list, c.rt) })
+	nettest.Reachable(t, conts[0].ns, conts[n-1].addr(false))
+	nettest.Reachable(t, l.host, conts[n/2].addr(false))
+	run(func(c *container) error { return l.cni.DelNetworkList(context.Background(), list, c.rt) })
 	for _, c := range conts {
 		if nettest.HasLink(t, c.ns, "eth0") {
 			t.Fatalf("eth0 left in %s", c.ns.Name)
@@ -202,13 +202,13 @@ func TestMacvlanGC(t *testing.T) {
 	if err := l.mvGC(t, list, keep); err != nil {
 		t.Fatalf("GC: %v", err)
 	}
-	if nettest.HasLink(t, drop.ns, "eth0") || slices.Contains(l.storeIPs(t, list.Name), drop.ip(false)) {
+	if nettest.HasLink(t, drop.ns, "eth0") || slices.Contains(l.storeIPs(t, list.Name), drop.addr(false)) {
 		t.Error("GC left the stale attachment's link or address")
 	}
-	if r := l.host.MustRun(t, "ip", "route"); strings.Contains(r, drop.ip(false)+" ") {
+	if r := l.host.MustRun(t, "ip", "route"); strings.Contains(r, drop.addr(false)+" ") {
 		t.Errorf("GC left the stale shim route: %s", r)
 	}
-	nettest.Reachable(t, l.host, keep.ip(false))
+	nettest.Reachable(t, l.host, keep.addr(false))
 	nettest.Reachable(t, bystander.ns, mvOutIP)
 	l.cni.MustCheck(t, list, keep.rt)
 	l.cni.MustCheck(t, other, bystander.rt)

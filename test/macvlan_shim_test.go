@@ -30,15 +30,15 @@ func TestMacvlanHostShim(t *testing.T) {
 	plain := l.list(t, "1.0.0", nil)
 	p := l.attach(t, plain)
 	nettest.Reachable(t, p.ns, mvOutIP)
-	nettest.Unreachable(t, l.host, p.ip(false))
+	nettest.Unreachable(t, l.host, p.addr(false))
 
 	shimA := l.list(t, "1.1.0", map[string]any{"hostShim": true,
 		"ipam": map[string]any{"rangeStart": "192.0.2.100", "rangeEnd": "192.0.2.149"}})
 	shimB := l.list(t, "1.1.0", map[string]any{"hostShim": true, "hostShimIP": "192.0.2.250",
 		"ipam": map[string]any{"rangeStart": "192.0.2.150", "rangeEnd": "192.0.2.199"}})
 	a1, a2, b1 := l.attach(t, shimA), l.attach(t, shimA), l.attach(t, shimB)
-	for _, c := range []*mvCont{a1, a2, b1} {
-		nettest.Reachable(t, l.host, c.ip(false))
+	for _, c := range []*container{a1, a2, b1} {
+		nettest.Reachable(t, l.host, c.addr(false))
 		nettest.Reachable(t, c.ns, mvHostIP) // back to the node's own address
 		nettest.Reachable(t, c.ns, mvOutIP)
 	}
@@ -54,26 +54,26 @@ func TestMacvlanHostShim(t *testing.T) {
 	}
 	// TCP from the host to a container and back.
 	nettest.Listen(t, a1.ns, "tcp4", ":7000", "hi")
-	if got, err := nettest.Dial(l.host, "tcp4", a1.ip(false)+":7000", 3*time.Second); err != nil || !strings.HasPrefix(got, "hi ") {
+	if got, err := nettest.Dial(l.host, "tcp4", a1.addr(false)+":7000", 3*time.Second); err != nil || !strings.HasPrefix(got, "hi ") {
 		t.Errorf("host -> container TCP = %q, %v", got, err)
 	}
 	nettest.Listen(t, l.host, "tcp4", ":7001", "node")
-	if got, err := nettest.Dial(a1.ns, "tcp4", mvHostIP+":7001", 3*time.Second); err != nil || !strings.HasPrefix(got, "node "+a1.ip(false)) {
+	if got, err := nettest.Dial(a1.ns, "tcp4", mvHostIP+":7001", 3*time.Second); err != nil || !strings.HasPrefix(got, "node "+a1.addr(false)) {
 		t.Errorf("container -> host TCP = %q, %v", got, err)
 	}
 	l.cni.MustCheck(t, shimA, a1.rt)
 
 	// CHECK notices a lost route.
-	l.host.MustRun(t, "ip", "route", "del", a2.ip(false)+"/32", "dev", shim)
-	if err := l.cni.CheckNetworkList(context.Background(), shimA, a2.rt); err == nil || !strings.Contains(err.Error(), a2.ip(false)) {
-		t.Errorf("CHECK with the shim route gone = %v, want an error naming %s", err, a2.ip(false))
+	l.host.MustRun(t, "ip", "route", "del", a2.addr(false)+"/32", "dev", shim)
+	if err := l.cni.CheckNetworkList(context.Background(), shimA, a2.rt); err == nil || !strings.Contains(err.Error(), a2.addr(false)) {
+		t.Errorf("CHECK with the shim route gone = %v, want an error naming %s", err, a2.addr(false))
 	}
 
 	// DEL copes with the route already gone; A's other attachment stays
 	// reachable. A's last attachment goes: its shim address too, B keeps
 	// the shim.
 	l.cni.MustDel(t, shimA, a2.rt)
-	nettest.Reachable(t, l.host, a1.ip(false))
+	nettest.Reachable(t, l.host, a1.addr(false))
 	l.cni.MustDel(t, shimA, a1.rt)
 	if got := nettest.Addrs(t, l.host, shim); len(got) != 1 || got[0].String() != "192.0.2.250/32" {
 		t.Errorf("shim addresses after A left = %v, want only B's", got)
@@ -81,7 +81,7 @@ func TestMacvlanHostShim(t *testing.T) {
 	if ips := l.storeIPs(t, shimA.Name); len(ips) != 0 {
 		t.Errorf("A's store after its last DEL = %v, want empty (shim address released)", ips)
 	}
-	nettest.Reachable(t, l.host, b1.ip(false))
+	nettest.Reachable(t, l.host, b1.addr(false))
 	l.cni.MustDel(t, shimB, b1.rt)
 	l.cni.MustDel(t, shimB, b1.rt)
 	l.cni.MustDel(t, plain, p.rt)
@@ -98,7 +98,7 @@ func TestMacvlanParentVanishes(t *testing.T) {
 	l := newMvLAN(t, true)
 	list := l.list(t, "1.1.0", map[string]any{"hostShim": true})
 	a, b := l.attach(t, list), l.attach(t, list)
-	nettest.Reachable(t, l.host, a.ip(false))
+	nettest.Reachable(t, l.host, a.addr(false))
 	l.host.MustRun(t, "ip", "link", "del", l.parent)
 	l.cni.MustDel(t, list, a.rt)
 
@@ -106,11 +106,11 @@ func TestMacvlanParentVanishes(t *testing.T) {
 	// shim next to b's stale reference.
 	nettest.NewVeth(t, l.host, l.parent, mvHostIP+"/24", l.out, "eth0", mvOutIP+"/24")
 	c := l.attach(t, list)
-	nettest.Reachable(t, l.host, c.ip(false))
+	nettest.Reachable(t, l.host, c.addr(false))
 	nettest.Reachable(t, c.ns, mvOutIP)
 	l.cni.MustCheck(t, list, c.rt)
 	l.cni.MustDel(t, list, b.rt)
-	nettest.Reachable(t, l.host, c.ip(false))
+	nettest.Reachable(t, l.host, c.addr(false))
 	l.cni.MustDel(t, list, c.rt)
 	if f := l.stateFiles(t); len(f) > 0 || len(l.storeIPs(t, list.Name)) > 0 {
 		t.Errorf("left: state %v, addresses %v", f, l.storeIPs(t, list.Name))
@@ -132,11 +132,11 @@ func TestMacvlanHostShimDualStack(t *testing.T) {
 			[]any{map[string]any{"subnet": mvSubnet, "rangeStart": "192.0.2.60"}},
 			[]any{map[string]any{"subnet": mvSubnet6, "rangeStart": "2001:db8:4::60"}}}}})
 	c := l.attach(t, list)
-	for _, ip := range []string{c.ip(false), c.ip(true)} {
+	for _, ip := range []string{c.addr(false), c.addr(true)} {
 		nettest.Reachable(t, l.host, ip)
 	}
-	nettest.Listen(t, c.ns, "tcp6", "["+c.ip(true)+"]:7002", "v6")
-	if got, err := nettest.Dial(l.host, "tcp6", "["+c.ip(true)+"]:7002", 3*time.Second); err != nil || !strings.HasPrefix(got, "v6 ") {
+	nettest.Listen(t, c.ns, "tcp6", "["+c.addr(true)+"]:7002", "v6")
+	if got, err := nettest.Dial(l.host, "tcp6", "["+c.addr(true)+"]:7002", 3*time.Second); err != nil || !strings.HasPrefix(got, "v6 ") {
 		t.Errorf("host -> container TCP over IPv6 = %q, %v", got, err)
 	}
 	l.cni.MustCheck(t, list, c.rt)
@@ -149,8 +149,8 @@ func TestMacvlanHostShimDualStack(t *testing.T) {
 		t.Error("CHECK passed with the shim's addresses flushed")
 	}
 	d := l.attach(t, list)
-	nettest.Reachable(t, l.host, d.ip(false))
-	nettest.Reachable(t, l.host, d.ip(true))
+	nettest.Reachable(t, l.host, d.addr(false))
+	nettest.Reachable(t, l.host, d.addr(true))
 	l.cni.MustDel(t, list, c.rt)
 	l.cni.MustDel(t, list, d.rt)
 	l.assertClean(t, before, list.Name)
@@ -178,8 +178,8 @@ func TestMacvlanJoinnsTarget(t *testing.T) {
 	if id, err := netns.IDOf(side.Path()); err != nil || id != c.ns.Handle().ID() {
 		t.Errorf("sidecar path holds %v (%v), want the macvlan container's %v", id, err, c.ns.Handle().ID())
 	}
-	if len(res.IPs) == 0 || res.IPs[0].Address.IP.String() != c.ip(false) {
-		t.Errorf("joinns result %v, want the macvlan container's %s", res.IPs, c.ip(false))
+	if len(res.IPs) == 0 || res.IPs[0].Address.IP.String() != c.addr(false) {
+		t.Errorf("joinns result %v, want the macvlan container's %s", res.IPs, c.addr(false))
 	}
 	l.cni.MustDel(t, join, rt)
 	l.cni.MustDel(t, list, c.rt)
@@ -202,7 +202,7 @@ func TestMacvlanShimStagedRecords(t *testing.T) {
 	list := l.list(t, "1.1.0", map[string]any{"hostShim": true,
 		"ipam": map[string]any{"rangeStart": "192.0.2.100", "rangeEnd": "192.0.2.149"}})
 	c := l.attach(t, list)
-	nettest.Reachable(t, l.host, c.ip(false))
+	nettest.Reachable(t, l.host, c.addr(false))
 	files := l.stateFiles(t)
 	staged := 0
 	for _, f := range files {
@@ -234,7 +234,7 @@ func TestMacvlanShimAddressHeldUntilRouteGone(t *testing.T) {
 	list := l.list(t, "1.1.0", map[string]any{"hostShim": true, "hostShimIP": "192.0.2.250",
 		"ipam": map[string]any{"rangeStart": "192.0.2.120", "rangeEnd": "192.0.2.120"}})
 	a := l.attach(t, list)
-	nettest.Reachable(t, l.host, a.ip(false))
+	nettest.Reachable(t, l.host, a.addr(false))
 
 	ctx := context.Background()
 	lock, err := safefile.Acquire(ctx, filepath.Join(l.cni.StateDir, "locks", "macvlan-shim-"+l.parent))
@@ -258,10 +258,10 @@ func TestMacvlanShimAddressHeldUntilRouteGone(t *testing.T) {
 	}
 	l.cni.MustDel(t, list, brt) // whatever that ADD left
 	c := l.attach(t, list)
-	if c.ip(false) != a.ip(false) {
-		t.Fatalf("the one-address pool gave %s, then %s", a.ip(false), c.ip(false))
+	if c.addr(false) != a.addr(false) {
+		t.Fatalf("the one-address pool gave %s, then %s", a.addr(false), c.addr(false))
 	}
-	nettest.Reachable(t, l.host, c.ip(false))
+	nettest.Reachable(t, l.host, c.addr(false))
 	l.cni.MustDel(t, list, c.rt)
 }
 

@@ -35,8 +35,8 @@ func TestMacvlanLifecycle(t *testing.T) {
 				t.Errorf("parent index = %d, want %s's %d", mv.ParentIndex, l.parent, p.Attrs().Index)
 			}
 			addrs := nettest.Addrs(t, c.ns, "eth0")
-			if len(addrs) != 1 || addrs[0].String() != c.ip(false)+"/24" {
-				t.Errorf("container addresses = %v, want %s/24 from the result", addrs, c.ip(false))
+			if len(addrs) != 1 || addrs[0].String() != c.addr(false)+"/24" {
+				t.Errorf("container addresses = %v, want %s/24 from the result", addrs, c.addr(false))
 			}
 			if atLeast(ver, "0.3.0") {
 				ifc := c.res.Interfaces
@@ -62,7 +62,7 @@ func TestMacvlanLifecycle(t *testing.T) {
 			nodeHelper(t, l.host, "@netdrivers-link-reaper") // it deleted eth0 (pkg/reaper)
 			c.rt.NetNS = ""
 			l.cni.MustDel(t, list, c.rt) // containerd's second DEL: no netns, no prevResult
-			if _, err := l.execMv(t, "DEL", l.mvPlugin(map[string]any{"cniVersion": ver, "name": list.Name}), &mvCont{rt: c.rt}); err != nil {
+			if _, err := l.execMv(t, "DEL", l.mvPlugin(map[string]any{"cniVersion": ver, "name": list.Name}), &container{rt: c.rt}); err != nil {
 				t.Errorf("DEL without netns or prevResult: %v", err)
 			}
 			l.assertClean(t, before, list.Name)
@@ -77,7 +77,7 @@ func TestMacvlanNoVersion(t *testing.T) {
 	t.Parallel()
 	l := newMvLAN(t, false)
 	conf := l.mvPlugin(map[string]any{"name": "mv-nover"})
-	c := &mvCont{ns: nettest.NewNS(t), rt: nettest.Runtime(t, nil, "eth0")}
+	c := &container{ns: nettest.NewNS(t), rt: nettest.Runtime(t, nil, "eth0")}
 	out, err := l.execMv(t, "ADD", conf, c)
 	if err != nil {
 		t.Fatalf("ADD: %v", err)
@@ -121,23 +121,23 @@ func TestMacvlanModes(t *testing.T) {
 			l := newMvLAN(t, false)
 			list := l.list(t, "1.0.0", map[string]any{"mode": tc.mode})
 			a, b := l.attach(t, list), l.attach(t, list)
-			for _, c := range []*mvCont{a, b} {
+			for _, c := range []*container{a, b} {
 				if m := mvLink(t, c.ns, "eth0").Mode; m != tc.kernel {
 					t.Errorf("mode = %d, want %s", m, tc.mode)
 				}
 				nettest.Reachable(t, c.ns, mvOutIP)
 			}
 			if tc.neighbor {
-				nettest.Reachable(t, a.ns, b.ip(false))
-				nettest.Reachable(t, b.ns, a.ip(false))
+				nettest.Reachable(t, a.ns, b.addr(false))
+				nettest.Reachable(t, b.ns, a.addr(false))
 				// Real TCP too, not only ICMP.
-				nettest.Listen(t, b.ns, "tcp4", b.ip(false)+":8080", "hello")
-				got, err := nettest.Dial(a.ns, "tcp4", b.ip(false)+":8080", 3*time.Second)
-				if err != nil || !strings.HasPrefix(got, "hello "+a.ip(false)) {
+				nettest.Listen(t, b.ns, "tcp4", b.addr(false)+":8080", "hello")
+				got, err := nettest.Dial(a.ns, "tcp4", b.addr(false)+":8080", 3*time.Second)
+				if err != nil || !strings.HasPrefix(got, "hello "+a.addr(false)) {
 					t.Errorf("TCP a->b = %q, %v", got, err)
 				}
 			} else {
-				nettest.Unreachable(t, a.ns, b.ip(false))
+				nettest.Unreachable(t, a.ns, b.addr(false))
 			}
 			l.cni.MustCheck(t, list, a.rt)
 			l.cni.MustDel(t, list, a.rt)
@@ -201,7 +201,7 @@ func TestMacvlanSecondAdd(t *testing.T) {
 	if ips := l.storeIPs(t, list.Name); len(ips) != 2 { // the container's and the shim's
 		t.Errorf("store = %v, want the first ADD's two entries", ips)
 	}
-	nettest.Reachable(t, l.host, c.ip(false))
+	nettest.Reachable(t, l.host, c.addr(false))
 	l.cni.MustDel(t, list, c.rt)
 	if f := l.stateFiles(t); len(f) > 0 || len(l.storeIPs(t, list.Name)) > 0 {
 		t.Errorf("left after DEL: state %v, store %v", f, l.storeIPs(t, list.Name))
