@@ -3,7 +3,6 @@ package test
 import (
 	"context"
 	"fmt"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -75,33 +74,11 @@ func TestBridgeLifecycle(t *testing.T) {
 	}
 }
 
-// stateDiff lists the lines that differ between two host states; "" when
-// they are equal. Tests take "before" after a warm-up attachment, so the
-// bridge and the suite's table skeleton (which stay after the last
-// attachment, as the reference bridge's do) are already in it.
-func stateDiff(before, after string) string {
-	count := func(s string) map[string]int {
-		m := map[string]int{}
-		for _, l := range strings.Split(s, "\n") {
-			m[strings.TrimSpace(l)]++
-		}
-		return m
-	}
-	b, a := count(before), count(after)
-	var out []string
-	for l, n := range a {
-		if n > b[l] {
-			out = append(out, "+ "+l)
-		}
-	}
-	for l, n := range b {
-		if n > a[l] {
-			out = append(out, "- "+l)
-		}
-	}
-	sort.Strings(out)
-	return strings.Join(out, "\n")
-}
+// stateDiff is nettest.DiffLines of two host states. Tests take "before"
+// after a warm-up attachment, so the bridge and the suite's table skeleton
+// (which stay after the last attachment, as the reference bridge's do) are
+// already in it.
+func stateDiff(before, after string) string { return nettest.DiffLines(before, after) }
 
 // stateAdded lists only the lines after has and before lacks.
 func stateAdded(before, after string) string {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -210,7 +211,7 @@ func requestedIPs(n *netJSON, args netconf.CNIArgs) ([]netip.Addr, error) {
 			if err != nil {
 				return nil, cnierr.Errorf(cnierr.InvalidConfig, "%s[%d]: %q is not an IP address (or IP/prefix)", s.field, i, v)
 			}
-			if !containsAddr(out, ip) {
+			if !slices.Contains(out, ip) {
 				out = append(out, ip)
 			}
 		}
@@ -259,15 +260,6 @@ func prefixField(prefix string, err error) error {
 func isEmptyObject(raw []byte) bool {
 	var m map[string]json.RawMessage
 	return json.Unmarshal(raw, &m) == nil && len(m) == 0
-}
-
-func containsAddr(list []netip.Addr, ip netip.Addr) bool {
-	for _, x := range list {
-		if x == ip {
-			return true
-		}
-	}
-	return false
 }
 
 func orDefault(s, def string) string {

@@ -7,6 +7,7 @@ package ipam
 import (
 	"context"
 	"net/netip"
+	"slices"
 
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -38,31 +39,25 @@ func (c *Config) Network() string { return c.network }
 // Subnets returns every range's subnet, without duplicates (built-in only;
 // a delegated plugin's subnets are known from its result).
 func (c *Config) Subnets() []netip.Prefix {
-	if !c.Builtin() {
-		return nil
-	}
-	var out []netip.Prefix
-	for _, set := range c.Ranges {
-		for _, r := range set {
-			if !containsPrefix(out, r.Subnet) {
-				out = append(out, r.Subnet)
-			}
-		}
-	}
-	return out
+	return eachRange(c, func(r Range) netip.Prefix { return r.Subnet })
 }
 
 // Gateways returns every range's gateway (default network+1), without
 // duplicates (built-in only).
 func (c *Config) Gateways() []netip.Addr {
+	return eachRange(c, func(r Range) netip.Addr { return r.Gateway })
+}
+
+// eachRange returns f of every built-in range, without duplicates.
+func eachRange[T comparable](c *Config, f func(Range) T) []T {
 	if !c.Builtin() {
 		return nil
 	}
-	var out []netip.Addr
+	var out []T
 	for _, set := range c.Ranges {
 		for _, r := range set {
-			if !containsAddr(out, r.Gateway) {
-				out = append(out, r.Gateway)
+			if v := f(r); !slices.Contains(out, v) {
+				out = append(out, v)
 			}
 		}
 	}
@@ -144,13 +139,4 @@ func Addrs(res *current.Result) []netip.Addr {
 		out = append(out, p.Addr())
 	}
 	return out
-}
-
-func containsPrefix(list []netip.Prefix, p netip.Prefix) bool {
-	for _, x := range list {
-		if x == p {
-			return true
-		}
-	}
-	return false
 }
