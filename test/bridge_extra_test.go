@@ -93,41 +93,36 @@ func TestBridgeEnableDAD(t *testing.T) {
 // and read raw in the container (conntrack's checksum check is off in the
 // test node; NAT rewrites the checksum anyway).
 func TestBridgeSCTPPublish(t *testing.T) {
-	nettest.RequireRoot(t)
-	for _, backend := range backends {
-		t.Run(backend, func(t *testing.T) {
-			t.Parallel()
-			n := newNode(t)
-			n.host.Sysctl(t, "net/netfilter/nf_conntrack_checksum", "0")
-			list := bridgeConf(t, "sctp", backend, "10.103.0.0/24", nil)
-			c := n.attach(t, list, ports("sctp//3868/3869"))
-			var rfd int
-			c.ns.MustDo(t, func() (err error) { rfd, err = syscall.Socket(syscall.AF_INET, syscall.SOCK_RAW, 132); return })
-			defer syscall.Close(rfd)
-			syscall.SetsockoptTimeval(rfd, syscall.SOL_SOCKET, syscall.SO_RCVTIMEO, &syscall.Timeval{Usec: 200000})
-			var sfd int
-			n.outside.MustDo(t, func() (err error) { sfd, err = syscall.Socket(syscall.AF_INET, syscall.SOCK_RAW, 132); return })
-			defer syscall.Close(sfd)
-			dst := &syscall.SockaddrInet4{Addr: [4]byte(net.ParseIP(lanNode).To4())}
-			nettest.Eventually(t, 3*time.Second, "SCTP INIT to the published port", func() error {
-				if err := syscall.Sendto(sfd, sctpInit(40000, 3868), 0, dst); err != nil {
+	eachBackend(t, func(t *testing.T, n *node, backend string) {
+		n.host.Sysctl(t, "net/netfilter/nf_conntrack_checksum", "0")
+		list := bridgeConf(t, "sctp", backend, "10.103.0.0/24", nil)
+		c := n.attach(t, list, ports("sctp//3868/3869"))
+		var rfd int
+		c.ns.MustDo(t, func() (err error) { rfd, err = syscall.Socket(syscall.AF_INET, syscall.SOCK_RAW, 132); return })
+		defer syscall.Close(rfd)
+		syscall.SetsockoptTimeval(rfd, syscall.SOL_SOCKET, syscall.SO_RCVTIMEO, &syscall.Timeval{Usec: 200000})
+		var sfd int
+		n.outside.MustDo(t, func() (err error) { sfd, err = syscall.Socket(syscall.AF_INET, syscall.SOCK_RAW, 132); return })
+		defer syscall.Close(sfd)
+		dst := &syscall.SockaddrInet4{Addr: [4]byte(net.ParseIP(lanNode).To4())}
+		nettest.Eventually(t, 3*time.Second, "SCTP INIT to the published port", func() error {
+			if err := syscall.Sendto(sfd, sctpInit(40000, 3868), 0, dst); err != nil {
+				return err
+			}
+			buf := make([]byte, 1500)
+			for {
+				nr, _, err := syscall.Recvfrom(rfd, buf, 0)
+				if err != nil {
 					return err
 				}
-				buf := make([]byte, 1500)
-				for {
-					nr, _, err := syscall.Recvfrom(rfd, buf, 0)
-					if err != nil {
-						return err
-					}
-					ihl := int(buf[0]&0x0f) * 4
-					if nr >= ihl+4 && binary.BigEndian.Uint16(buf[ihl+2:]) == 3869 {
-						return nil
-					}
+				ihl := int(buf[0]&0x0f) * 4
+				if nr >= ihl+4 && binary.BigEndian.Uint16(buf[ihl+2:]) == 3869 {
+					return nil
 				}
-			})
-			n.detach(t, list, c)
+			}
 		})
-	}
+		n.detach(t, list, c)
+	})
 }
 
 // sctpInit is an SCTP common header with one INIT chunk.

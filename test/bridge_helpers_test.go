@@ -22,6 +22,18 @@ import (
 // backends are the firewall backends every bridge test runs with.
 var backends = []string{"nftables", "iptables"}
 
+// eachBackend runs fn for every firewall backend as a parallel subtest,
+// each on a node of its own.
+func eachBackend(t *testing.T, fn func(t *testing.T, n *node, backend string)) {
+	nettest.RequireRoot(t)
+	for _, backend := range backends {
+		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
+			fn(t, newNode(t), backend)
+		})
+	}
+}
+
 // node is a throwaway host namespace with an uplink to an "outside" client
 // namespace (another host on the LAN), where plugins run as on a node.
 type node struct {

@@ -22,41 +22,36 @@ import (
 // the network (links, store, rules, reservations) and no other network's;
 // GC keeping one attachment keeps exactly that one working.
 func TestBridgeGC(t *testing.T) {
-	nettest.RequireRoot(t)
-	for _, backend := range backends {
-		t.Run(backend, func(t *testing.T) {
-			t.Parallel()
-			n := newNode(t)
-			list := bridgeConf(t, "gcnet", backend, "10.94.0.0/24", nil)
-			keepList := bridgeConf(t, "keepnet", backend, "10.95.0.0/24", nil)
-			other := n.attach(t, keepList, ports("tcp//9090/80"))
-			n.warm(t, list)
-			before := n.hostState(t)
-			a := n.attach(t, list, ports("tcp//8080/80"))
-			b := n.attach(t, list, ports("tcp//8081/80"))
-			gc(t, n, list, b)
-			if nettest.HasLink(t, a.ns, "eth0") || !nettest.HasLink(t, b.ns, "eth0") {
-				t.Error("GC removed the wrong attachment")
-			}
-			n.cni.MustCheck(t, list, b.rt)
-			gc(t, n, list)
-			if e := storeEntries(t, list); len(e) != 0 {
-				t.Errorf("store entries after GC: %v", e)
-			}
-			// GC of a network with nothing left may also drop its shared
-			// rules; it must leave nothing that was not there before.
-			if d := stateAdded(before, n.hostState(t)); d != "" {
-				t.Errorf("after GC: %s", d)
-			}
-			n.cni.MustCheck(t, keepList, other.rt)
-			nettest.Listen(t, other.ns, "tcp", ":80", "kept")
-			wantFrom(t, n.outside, "tcp", lanNode+":9090", "kept ")
-			// Ports freed by GC can be published again.
-			c := n.attach(t, list, ports("tcp//8080/80"))
-			n.detach(t, list, c)
-			n.detach(t, keepList, other)
-		})
-	}
+	eachBackend(t, func(t *testing.T, n *node, backend string) {
+		list := bridgeConf(t, "gcnet", backend, "10.94.0.0/24", nil)
+		keepList := bridgeConf(t, "keepnet", backend, "10.95.0.0/24", nil)
+		other := n.attach(t, keepList, ports("tcp//9090/80"))
+		n.warm(t, list)
+		before := n.hostState(t)
+		a := n.attach(t, list, ports("tcp//8080/80"))
+		b := n.attach(t, list, ports("tcp//8081/80"))
+		gc(t, n, list, b)
+		if nettest.HasLink(t, a.ns, "eth0") || !nettest.HasLink(t, b.ns, "eth0") {
+			t.Error("GC removed the wrong attachment")
+		}
+		n.cni.MustCheck(t, list, b.rt)
+		gc(t, n, list)
+		if e := storeEntries(t, list); len(e) != 0 {
+			t.Errorf("store entries after GC: %v", e)
+		}
+		// GC of a network with nothing left may also drop its shared
+		// rules; it must leave nothing that was not there before.
+		if d := stateAdded(before, n.hostState(t)); d != "" {
+			t.Errorf("after GC: %s", d)
+		}
+		n.cni.MustCheck(t, keepList, other.rt)
+		nettest.Listen(t, other.ns, "tcp", ":80", "kept")
+		wantFrom(t, n.outside, "tcp", lanNode+":9090", "kept ")
+		// Ports freed by GC can be published again.
+		c := n.attach(t, list, ports("tcp//8080/80"))
+		n.detach(t, list, c)
+		n.detach(t, keepList, other)
+	})
 }
 
 // TestBridgeKillMidAdd: the plugin is killed with SIGKILL at many moments

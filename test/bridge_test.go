@@ -158,83 +158,73 @@ func wantFrom(t *testing.T, ns *nettest.NS, network, addr, want string) {
 // routed does no NAT (the LAN sees the container's own address); isolated
 // has no way out and refuses published ports.
 func TestBridgeGatewayModes(t *testing.T) {
-	nettest.RequireRoot(t)
-	for _, backend := range backends {
-		t.Run(backend, func(t *testing.T) {
-			t.Parallel()
-			n := newNode(t)
-			nettest.AddRoute(t, n.outside, "10.31.0.0/24", lanNode) // the LAN routes the pod CIDR to the node
-			nettest.Listen(t, n.outside, "tcp", ":9000", "LAN")
+	eachBackend(t, func(t *testing.T, n *node, backend string) {
+		nettest.AddRoute(t, n.outside, "10.31.0.0/24", lanNode) // the LAN routes the pod CIDR to the node
+		nettest.Listen(t, n.outside, "tcp", ":9000", "LAN")
 
-			unprot := bridgeConf(t, "unprot", backend, "10.30.0.0/24", map[string]any{"gatewayMode": "nat-unprotected"})
-			u := n.attach(t, unprot, nil)
-			nettest.Listen(t, u.ns, "tcp", ":81", "open")
-			nettest.AddRoute(t, n.outside, "10.30.0.0/24", lanNode)
-			wantFrom(t, n.outside, "tcp", u.addr(false)+":81", "open ")
+		unprot := bridgeConf(t, "unprot", backend, "10.30.0.0/24", map[string]any{"gatewayMode": "nat-unprotected"})
+		u := n.attach(t, unprot, nil)
+		nettest.Listen(t, u.ns, "tcp", ":81", "open")
+		nettest.AddRoute(t, n.outside, "10.30.0.0/24", lanNode)
+		wantFrom(t, n.outside, "tcp", u.addr(false)+":81", "open ")
 
-			routed := bridgeConf(t, "routed", backend, "10.31.0.0/24", map[string]any{"gatewayMode": "routed"})
-			r := n.attach(t, routed, nil)
-			wantFrom(t, r.ns, "tcp", lanOutside+":9000", "LAN "+r.addr(false)+":")
-			nettest.Listen(t, r.ns, "tcp", ":82", "routed")
-			wantFrom(t, n.outside, "tcp", r.addr(false)+":82", "routed ")
+		routed := bridgeConf(t, "routed", backend, "10.31.0.0/24", map[string]any{"gatewayMode": "routed"})
+		r := n.attach(t, routed, nil)
+		wantFrom(t, r.ns, "tcp", lanOutside+":9000", "LAN "+r.addr(false)+":")
+		nettest.Listen(t, r.ns, "tcp", ":82", "routed")
+		wantFrom(t, n.outside, "tcp", r.addr(false)+":82", "routed ")
 
-			iso := bridgeConf(t, "iso", backend, "10.32.0.0/24", map[string]any{"gatewayMode": "isolated"})
-			i1, i2 := n.attach(t, iso, nil), n.attach(t, iso, nil)
-			nettest.Reachable(t, i1.ns, i2.addr(false))
-			if _, err := nettest.Dial(i1.ns, "tcp", lanOutside+":9000", 500*time.Millisecond); err == nil {
-				t.Error("isolated container reached the LAN")
-			}
-			if got := nettest.Addrs(t, n.host, defaultBridge("iso")); len(got) != 0 {
-				t.Errorf("isolated bridge has addresses %v", got)
-			}
-			_, err := n.cni.AddNetworkList(context.Background(), iso, withPorts(nettest.Runtime(t, nettest.NewNS(t), "eth0"), ports("tcp//8081/80")))
-			if nettest.Code(err) != 7 {
-				t.Errorf("ports on an isolated network: %v, want code 7", err)
-			}
-			n.detach(t, unprot, u)
-			n.detach(t, routed, r)
-			n.detach(t, iso, i1)
-			n.detach(t, iso, i2)
-		})
-	}
+		iso := bridgeConf(t, "iso", backend, "10.32.0.0/24", map[string]any{"gatewayMode": "isolated"})
+		i1, i2 := n.attach(t, iso, nil), n.attach(t, iso, nil)
+		nettest.Reachable(t, i1.ns, i2.addr(false))
+		if _, err := nettest.Dial(i1.ns, "tcp", lanOutside+":9000", 500*time.Millisecond); err == nil {
+			t.Error("isolated container reached the LAN")
+		}
+		if got := nettest.Addrs(t, n.host, defaultBridge("iso")); len(got) != 0 {
+			t.Errorf("isolated bridge has addresses %v", got)
+		}
+		_, err := n.cni.AddNetworkList(context.Background(), iso, withPorts(nettest.Runtime(t, nettest.NewNS(t), "eth0"), ports("tcp//8081/80")))
+		if nettest.Code(err) != 7 {
+			t.Errorf("ports on an isolated network: %v, want code 7", err)
+		}
+		n.detach(t, unprot, u)
+		n.detach(t, routed, r)
+		n.detach(t, iso, i1)
+		n.detach(t, iso, i2)
+	})
 }
 
 // TestBridgeIsolation: icc false keeps containers of one bridge apart (the
 // gateway still answers); two networks cannot reach each other, but each
 // reaches the other's published port through the node's address.
 func TestBridgeIsolation(t *testing.T) {
-	nettest.RequireRoot(t)
-	for _, backend := range backends {
-		t.Run(backend, func(t *testing.T) {
-			t.Parallel()
-			n := newNode(t)
-			noicc := bridgeConf(t, "noicc", backend, "10.40.0.0/24", map[string]any{"icc": false})
-			a, b := n.attach(t, noicc, nil), n.attach(t, noicc, nil)
-			nettest.Reachable(t, a.ns, "10.40.0.1")
-			nettest.Unreachable(t, a.ns, b.addr(false))
+	eachBackend(t, func(t *testing.T, n *node, backend string) {
+		noicc := bridgeConf(t, "noicc", backend, "10.40.0.0/24", map[string]any{"icc": false})
+		a, b := n.attach(t, noicc, nil), n.attach(t, noicc, nil)
+		nettest.Reachable(t, a.ns, "10.40.0.1")
+		nettest.Unreachable(t, a.ns, b.addr(false))
 
-			other := bridgeConf(t, "other", backend, "10.41.0.0/24", nil)
-			o := n.attach(t, other, ports("tcp//8090/80"))
-			nettest.Listen(t, o.ns, "tcp", ":80", "O")
-			nettest.Unreachable(t, a.ns, o.addr(false))
-			nettest.Unreachable(t, o.ns, a.addr(false))
-			wantFrom(t, a.ns, "tcp", lanNode+":8090", "O ")
-			// Only the isolation stops traffic into a network that filters
-			// nothing itself.
-			open := bridgeConf(t, "open", backend, "10.42.0.0/24", map[string]any{"gatewayMode": "nat-unprotected"})
-			op := n.attach(t, open, nil)
-			nettest.Listen(t, op.ns, "tcp", ":80", "open")
-			wantFrom(t, n.host, "tcp", op.addr(false)+":80", "open ")
-			if out, err := nettest.Dial(o.ns, "tcp", op.addr(false)+":80", 500*time.Millisecond); err == nil {
-				t.Errorf("network %q reached network %q: %q", "other", "open", out)
-			}
-			nettest.Unreachable(t, op.ns, o.addr(false))
-			n.detach(t, open, op)
-			n.detach(t, other, o)
-			n.detach(t, noicc, a)
-			n.detach(t, noicc, b)
-		})
-	}
+		other := bridgeConf(t, "other", backend, "10.41.0.0/24", nil)
+		o := n.attach(t, other, ports("tcp//8090/80"))
+		nettest.Listen(t, o.ns, "tcp", ":80", "O")
+		nettest.Unreachable(t, a.ns, o.addr(false))
+		nettest.Unreachable(t, o.ns, a.addr(false))
+		wantFrom(t, a.ns, "tcp", lanNode+":8090", "O ")
+		// Only the isolation stops traffic into a network that filters
+		// nothing itself.
+		open := bridgeConf(t, "open", backend, "10.42.0.0/24", map[string]any{"gatewayMode": "nat-unprotected"})
+		op := n.attach(t, open, nil)
+		nettest.Listen(t, op.ns, "tcp", ":80", "open")
+		wantFrom(t, n.host, "tcp", op.addr(false)+":80", "open ")
+		if out, err := nettest.Dial(o.ns, "tcp", op.addr(false)+":80", 500*time.Millisecond); err == nil {
+			t.Errorf("network %q reached network %q: %q", "other", "open", out)
+		}
+		nettest.Unreachable(t, op.ns, o.addr(false))
+		n.detach(t, open, op)
+		n.detach(t, other, o)
+		n.detach(t, noicc, a)
+		n.detach(t, noicc, b)
+	})
 }
 
 // defaultBridge is the plugin's bridge name for a network without "bridge".
