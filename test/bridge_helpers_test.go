@@ -233,6 +233,15 @@ func gc(t *testing.T, n *node, list *libcni.NetworkConfigList, valid ...*contain
 
 func gcErr(t *testing.T, n *node, list *libcni.NetworkConfigList, valid ...*container) error {
 	t.Helper()
+	conf := gcConf(t, list, valid...)
+	stdin, _ := json.Marshal(conf)
+	_, err := n.cni.Exec(t, conf["type"].(string), stdin, map[string]string{"CNI_COMMAND": "GC", "CNI_PATH": strings.Join(n.cni.Path, ":")})
+	return err
+}
+
+// gcConf is the GC request of list's first plugin with valid attached.
+func gcConf(t *testing.T, list *libcni.NetworkConfigList, valid ...*container) map[string]any {
+	t.Helper()
 	var conf map[string]any
 	if err := json.Unmarshal(list.Plugins[0].Bytes, &conf); err != nil {
 		t.Fatal(err)
@@ -243,9 +252,7 @@ func gcErr(t *testing.T, n *node, list *libcni.NetworkConfigList, valid ...*cont
 	}
 	conf["cniVersion"], conf["name"] = "1.1.0", list.Name
 	conf["cni.dev/valid-attachments"] = atts
-	stdin, _ := json.Marshal(conf)
-	_, err := n.cni.Exec(t, conf["type"].(string), stdin, map[string]string{"CNI_COMMAND": "GC", "CNI_PATH": strings.Join(n.cni.Path, ":")})
-	return err
+	return conf
 }
 
 // assertHostNoIPv6: the host end of c's veth, a bridge port, has IPv6 off

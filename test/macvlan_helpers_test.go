@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
-	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
 
@@ -173,17 +172,7 @@ func (l *mvLAN) execMv(t *testing.T, verb string, conf map[string]any, c *contai
 // mvGC execs GC with the given attachments valid.
 func (l *mvLAN) mvGC(t *testing.T, list *libcni.NetworkConfigList, valid ...*container) error {
 	t.Helper()
-	var conf map[string]any
-	if err := json.Unmarshal(list.Plugins[0].Bytes, &conf); err != nil {
-		t.Fatal(err)
-	}
-	atts := []types.GCAttachment{}
-	for _, c := range valid {
-		atts = append(atts, types.GCAttachment{ContainerID: c.rt.ContainerID, IfName: c.rt.IfName})
-	}
-	conf["cniVersion"], conf["name"] = "1.1.0", list.Name
-	conf["cni.dev/valid-attachments"] = atts
-	_, err := l.execMv(t, "GC", conf, nil)
+	_, err := l.execMv(t, "GC", gcConf(t, list, valid...), nil)
 	return err
 }
 
