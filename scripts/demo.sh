@@ -26,11 +26,15 @@ trap cleanup EXIT
 section() { printf '\n\033[1;34m### %s\033[0m\n' "$*"; }
 say() { printf '\033[1m$ %s\033[0m\n' "$*"; }
 run() { say "$*"; "$@"; }
+# upto N: the first N bytes of stdin, which is still read to its end: a
+# reader that quits early kills the writer with SIGPIPE, which pipefail
+# turns into a failed demo.
+upto() { dd bs="$1" count=1 iflag=fullblock status=none; cat >/dev/null; }
 newns() { ip netns add "$1"; nsnames+=("$1"); }
 # attach NET NS: cnitool add, with DEL queued for teardown
 attach() {
 	say "cnitool add $1 /run/netns/$2"
-	cnitool add "$1" "/run/netns/$2" | head -c 2000
+	cnitool add "$1" "/run/netns/$2" | upto 2000
 	echo
 	teardown+=("cnitool del $1 /run/netns/$2")
 }
@@ -95,7 +99,7 @@ demo_hostns() {
 	say "ip -n nd-demo-hostc -br link   # a fresh pinned namespace: only lo"
 	ip -n nd-demo-hostc -br link
 	say "CAP_ARGS='{\"portMappings\":[{\"hostPort\":8080,\"containerPort\":8080}]}' cnitool add nd-hostns /run/netns/nd-demo-hostc"
-	CAP_ARGS='{"portMappings":[{"hostPort":8080,"containerPort":8080}]}' onnode cnitool add nd-hostns /run/netns/nd-demo-hostc | head -c 2000
+	CAP_ARGS='{"portMappings":[{"hostPort":8080,"containerPort":8080}]}' onnode cnitool add nd-hostns /run/netns/nd-demo-hostc | upto 2000
 	echo
 	teardown+=("onnode cnitool del nd-hostns /run/netns/nd-demo-hostc")
 	say "the path now shows the node's stack (re-bound: same namespace inode)"
@@ -134,7 +138,7 @@ demo_joinns() {
 	id="cnitool-$(printf %s /run/netns/nd-demo-app | sha512sum | cut -c1-20)" # cnitool's container ID
 	newns nd-demo-sidecar
 	say "CNI_ARGS='IgnoreUnknown=1;TARGET=$id' cnitool add nd-joinns /run/netns/nd-demo-sidecar"
-	CNI_ARGS="IgnoreUnknown=1;TARGET=$id" onjn cnitool add nd-joinns /run/netns/nd-demo-sidecar | head -c 2000
+	CNI_ARGS="IgnoreUnknown=1;TARGET=$id" onjn cnitool add nd-joinns /run/netns/nd-demo-sidecar | upto 2000
 	echo
 	teardown+=("onjn cnitool del nd-joinns /run/netns/nd-demo-sidecar")
 	say "the sidecar's path shows the app's namespace"
@@ -166,7 +170,7 @@ demo_macvlan() {
 	onmv() { NETDRIVERS_STATE_DIR=$work/state-macvlan nsenter --net=/run/netns/nd-demo-mvnode "$@"; }
 	mvattach() {
 		say "cnitool add $1 /run/netns/$2"
-		onmv cnitool add "$1" "/run/netns/$2" | head -c 2000
+		onmv cnitool add "$1" "/run/netns/$2" | upto 2000
 		echo
 		teardown+=("onmv cnitool del $1 /run/netns/$2")
 	}
@@ -226,7 +230,7 @@ demo_bridge() {
 	newns nd-demo-web
 	newns nd-demo-client
 	say "CAP_ARGS='{\"portMappings\":[{\"hostPort\":8080,\"containerPort\":80}]}' cnitool add nd-bridge /run/netns/nd-demo-web"
-	CAP_ARGS='{"portMappings":[{"hostPort":8080,"containerPort":80}]}' onbr cnitool add nd-bridge /run/netns/nd-demo-web | head -c 2000
+	CAP_ARGS='{"portMappings":[{"hostPort":8080,"containerPort":80}]}' onbr cnitool add nd-bridge /run/netns/nd-demo-web | upto 2000
 	echo
 	teardown+=("CAP_ARGS='{\"portMappings\":[{\"hostPort\":8080,\"containerPort\":80}]}' onbr cnitool del nd-bridge /run/netns/nd-demo-web")
 	say "cnitool add nd-bridge /run/netns/nd-demo-client"
@@ -254,8 +258,8 @@ demo_bridge() {
 	ip -n nd-demo-lan route add 10.222.0.0/24 via 198.51.100.10
 	say "ip netns exec nd-demo-lan curl -s --max-time 1 http://$web:80/"
 	ip netns exec nd-demo-lan curl -s --max-time 1 "http://$web:80/" || echo "  (no answer: filtered)"
-	say "ip netns exec nd-demo-brnode nft list table inet netdrivers | head -30   # the rules, per attachment"
-	ip netns exec nd-demo-brnode nft list table inet netdrivers | head -30
+	say "ip netns exec nd-demo-brnode nft list table inet netdrivers | sed -n 1,30p   # the rules, per attachment"
+	ip netns exec nd-demo-brnode nft list table inet netdrivers | sed -n 1,30p
 	detach_br() { say "cnitool del nd-bridge /run/netns/$1"; CAP_ARGS=$2 onbr cnitool del nd-bridge "/run/netns/$1"; }
 	detach_br nd-demo-web '{"portMappings":[{"hostPort":8080,"containerPort":80}]}'
 	detach_br nd-demo-client '{}'

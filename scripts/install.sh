@@ -22,7 +22,7 @@ for b in bin/*; do
 	name=$(basename "$b")
 	# containerd needs a loopback; keep one that is not ours unless forced.
 	if [ "$name" = loopback ] && [ -e "$dest/loopback" ] && [ -z "$force" ] &&
-		! "$dest/loopback" </dev/null 2>&1 | grep -q netdrivers; then
+		[[ $("$dest/loopback" </dev/null 2>&1) != *netdrivers* ]]; then
 		echo "keeping the existing $dest/loopback (use --force to replace it)"
 		continue
 	fi

@@ -41,6 +41,7 @@ stage "unit and integration tests (go test ./...)" go test -count=1 -timeout 20m
 stage "fuzz, short (scripts/fuzz.sh: every target, a few seconds each)" ./scripts/fuzz.sh
 stage "soak, short (scripts/soak.sh: 800 random operations by 16 workers, no leak)" ./scripts/soak.sh -ops 800 -workers 16
 stage "cnitool end-to-end (scripts/e2e-cnitool.sh)" ./scripts/e2e-cnitool.sh
+stage "demo (scripts/demo.sh, the README's main job, to its end)" sh -c './scripts/demo.sh >/dev/null'
 stage "runtimes end-to-end: containerd CRI, Podman (scripts/e2e-runtimes.sh)" ./scripts/e2e-runtimes.sh
 # numbers sane, not fast: test/bench/out/latest-quick
 stage "benchmark smoke test (scripts/bench.sh --quick)" sh -c './scripts/bench.sh --quick >/dev/null'
