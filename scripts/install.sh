@@ -3,7 +3,8 @@
 #   scripts/install.sh [DIR]                  binaries into DIR (default /opt/cni/bin)
 #   scripts/install.sh --conf CONFDIR [DIR]   also copy conf-examples/ into CONFDIR
 #   scripts/install.sh --force ...            overwrite existing configs and a foreign loopback
-# Configs are never overwritten unless --force is given.
+# Builds the checkout first (scripts/build.sh) when Go is there. Configs
+# are never overwritten unless --force is given.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 conf= force=
@@ -16,9 +17,21 @@ while [ $# -gt 0 ]; do
 	esac
 done
 dest=${1:-/opt/cni/bin}
-[ -x bin/none ] || ./scripts/build.sh
+# From NETDRIVERS_BIN when set (the tests), else from a fresh build of this
+# checkout: bin/ may hold binaries of an older one.
+src=${NETDRIVERS_BIN:-bin}
+if [ -z "${NETDRIVERS_BIN:-}" ]; then
+	if PATH=$PATH:/usr/local/go/bin command -v go >/dev/null; then
+		./scripts/build.sh
+	elif [ -x bin/none ]; then
+		echo "no Go here: installing bin/ as built before ($(bin/none --version 2>&1 | sed -n 1p))" >&2
+	else
+		echo "$0: no Go to build with (https://go.dev/dl/) and nothing built in bin/" >&2
+		exit 1
+	fi
+fi
 mkdir -p "$dest"
-for b in bin/*; do
+for b in "$src"/*; do
 	name=$(basename "$b")
 	# containerd needs a loopback; keep one that is not ours unless forced.
 	if [ "$name" = loopback ] && [ -e "$dest/loopback" ] && [ -z "$force" ] &&
