@@ -12,7 +12,7 @@ ensure_tools
 work=$(mktemp -d /tmp/nd-demo.XXXXXX)
 export CNI_PATH=$PWD/bin NETCONFPATH=$work/net.d
 mkdir -p "$NETCONFPATH"
-cp conf-examples/*.conflist "$NETCONFPATH/"
+for f in conf-examples/*.conflist; do ownstore "$work/ipam" <"$f" >"$NETCONFPATH/${f##*/}"; done
 
 nsnames=() teardown=()
 cleanup() {
@@ -31,6 +31,19 @@ run() { say "$*"; "$@"; }
 # turns into a failed demo.
 upto() { dd bs="$1" count=1 iflag=fullblock status=none; cat >/dev/null; }
 newns() { ip netns add "$1"; nsnames+=("$1"); }
+# nodelan NODE LINK ADDR LAN LANADDR: namespaces NODE and LAN, NODE's LINK
+# (ADDR) a veth to LAN's eth0 (LANADDR), all up.
+nodelan() {
+	newns "$1"
+	newns "$4"
+	ip -n "$1" link add "$2" type veth peer name eth0 netns "$4"
+	ip -n "$1" addr add "$3" dev "$2"
+	ip -n "$1" link set "$2" up
+	ip -n "$1" link set lo up
+	ip -n "$4" addr add "$5" dev eth0
+	ip -n "$4" link set eth0 up
+	ip -n "$4" link set lo up
+}
 # attach NET NS: cnitool add, with DEL queued for teardown
 attach() {
 	say "cnitool add $1 /run/netns/$2"
@@ -159,14 +172,7 @@ demo_macvlan() {
 	section "macvlan: Docker's macvlan driver (containers appear on the LAN with MACs of their own)"
 	echo "The \"node\" is a throw-away namespace whose LAN link is a veth (mvlan0, 192.168.220.2/24);"
 	echo "its peer plays another host on the LAN and the router (192.168.220.1). cnitool runs in the node."
-	newns nd-demo-mvnode
-	newns nd-demo-mvlan
-	ip -n nd-demo-mvnode link add mvlan0 type veth peer name eth0 netns nd-demo-mvlan
-	ip -n nd-demo-mvnode addr add 192.168.220.2/24 dev mvlan0
-	ip -n nd-demo-mvnode link set mvlan0 up
-	ip -n nd-demo-mvnode link set lo up
-	ip -n nd-demo-mvlan addr add 192.168.220.1/24 dev eth0
-	ip -n nd-demo-mvlan link set eth0 up
+	nodelan nd-demo-mvnode mvlan0 192.168.220.2/24 nd-demo-mvlan 192.168.220.1/24
 	onmv() { NETDRIVERS_STATE_DIR=$work/state-macvlan nsenter --net=/run/netns/nd-demo-mvnode "$@"; }
 	mvattach() {
 		say "cnitool add $1 /run/netns/$2"
@@ -175,7 +181,7 @@ demo_macvlan() {
 		teardown+=("onmv cnitool del $1 /run/netns/$2")
 	}
 	mvip() { ip -n "$1" -4 -br addr show eth0 | awk '{print $3}' | cut -d/ -f1; }
-	sed 's#"master": "eth1"#"master": "mvlan0"#' conf-examples/macvlan.conflist >"$NETCONFPATH/macvlan.conflist"
+	sed 's#"master": "eth1"#"master": "mvlan0"#' conf-examples/macvlan.conflist | ownstore "$work/ipam" >"$NETCONFPATH/macvlan.conflist"
 	say "macvlan.conflist: \"master\": \"mvlan0\"   # the one field a user sets; \"hostShim\": true"
 	newns nd-demo-mva
 	newns nd-demo-mvb
@@ -199,7 +205,7 @@ demo_macvlan() {
 	echo "Without hostShim (what Docker and the reference plugin give), the node cannot reach its containers:"
 	sed -e 's#"master": "eth1"#"master": "mvlan0"#' -e 's#"hostShim": true#"hostShim": false#' \
 		-e 's#"nd-macvlan"#"nd-macvlan-noshim"#' -e 's#"192.168.220.100"#"192.168.220.200"#' -e 's#"192.168.220.199"#"192.168.220.249"#' \
-		conf-examples/macvlan.conflist >"$NETCONFPATH/macvlan-noshim.conflist"
+		conf-examples/macvlan.conflist | ownstore "$work/ipam" >"$NETCONFPATH/macvlan-noshim.conflist"
 	newns nd-demo-mvc
 	mvattach nd-macvlan-noshim nd-demo-mvc
 	reach nd-demo-mvnode "$(mvip nd-demo-mvc)"
@@ -217,15 +223,7 @@ demo_bridge() {
 	echo "The \"node\" is a throw-away namespace with a LAN link (lan0, 198.51.100.10/24) whose peer"
 	echo "plays another host on the LAN; cnitool runs inside the node, so this machine's own firewall"
 	echo "and sysctls are never touched."
-	newns nd-demo-brnode
-	newns nd-demo-lan
-	ip -n nd-demo-brnode link add lan0 type veth peer name eth0 netns nd-demo-lan
-	ip -n nd-demo-brnode addr add 198.51.100.10/24 dev lan0
-	ip -n nd-demo-brnode link set lan0 up
-	ip -n nd-demo-brnode link set lo up
-	ip -n nd-demo-lan addr add 198.51.100.20/24 dev eth0
-	ip -n nd-demo-lan link set eth0 up
-	ip -n nd-demo-lan link set lo up
+	nodelan nd-demo-brnode lan0 198.51.100.10/24 nd-demo-lan 198.51.100.20/24
 	onbr() { NETDRIVERS_STATE_DIR=$work/state-bridge nsenter --net=/run/netns/nd-demo-brnode "$@"; }
 	newns nd-demo-web
 	newns nd-demo-client

@@ -139,7 +139,7 @@ e2e_macvlan() {
 	ip -n "$node" link set nd-mvp0 up
 	ip -n "$out" addr add 192.168.220.1/24 dev eth0
 	ip -n "$out" link set eth0 up
-	sed 's#"master": "eth1"#"master": "nd-mvp0"#' conf-examples/macvlan.conflist >"$NETCONFPATH/macvlan.conflist"
+	sed 's#"master": "eth1"#"master": "nd-mvp0"#' conf-examples/macvlan.conflist | ownstore "$work/ipam" >"$NETCONFPATH/macvlan.conflist"
 	a=$(newns macvlan-a)
 	b=$(newns macvlan-b)
 	on() { NETDRIVERS_STATE_DIR=$work/state-macvlan nsenter --net="/run/netns/$node" "$@"; }
@@ -162,7 +162,8 @@ e2e_macvlan() {
 	on cnitool del nd-macvlan "/run/netns/$b" || fail "macvlan: second DEL failed"
 	! ip -n "$node" -br link | grep '^mvshim' >/dev/null || fail "macvlan: the shim outlived the last attachment"
 	! ip -n "$a" -br link | grep '^eth0' >/dev/null || fail "macvlan: DEL left eth0 in $a"
-	! ls /var/lib/cni/networks/nd-macvlan 2>/dev/null | grep '^192' >/dev/null || fail "macvlan: DEL left addresses in the store"
+	[ -d "$work/ipam/nd-macvlan" ] || fail "macvlan: no address store in $work/ipam"
+	! ls "$work/ipam/nd-macvlan" | grep '^192' >/dev/null || fail "macvlan: DEL left addresses in the store"
 	echo "ok   macvlan.conflist"
 }
 
@@ -171,7 +172,7 @@ e2e_macvlan() {
 # answers from the node via 127.0.0.1 and its own address, and from the
 # other container through the node's address; DEL leaves no attachment.
 e2e_host_local_bridge() {
-	cp conf-examples/host-local-bridge.conflist "$NETCONFPATH/"
+	ownstore "$work/ipam" <conf-examples/host-local-bridge.conflist >"$NETCONFPATH/host-local-bridge.conflist"
 	local node a b ra ipa out
 	node=$(e2e_node bridge-node)
 	a=$(newns bridge-a)

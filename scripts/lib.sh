@@ -41,6 +41,10 @@ ensure_cnitool() {
 	go install github.com/containernetworking/cni/cnitool@v1.3.1
 }
 
+# ownstore DIR: the conflist on stdin, with every host-local store in DIR
+# rather than /var/lib/cni/networks, so that a script leaves none behind.
+ownstore() { sed "s#\"type\": \"host-local\"#&, \"dataDir\": \"$1\"#"; }
+
 # ensure_tools installs what the demo and the tests use.
 ensure_tools() {
 	ensure_pkgs ip:iproute2 nft:nftables iptables:iptables busybox:busybox-static curl:curl
