@@ -207,14 +207,16 @@ func (b *iptBackend) Check(ctx context.Context, n *Network, a *Attachment) error
 	if err != nil {
 		return err
 	}
+	want := map[bool][]iptRule{}
+	for _, v4 := range families(n) {
+		want[v4] = iptCheckRules(n, a.Key, ms, v4)
+	}
 	// All of a family's rules in one run; where one is missing, iptables
 	// -C for each names it.
-	fams := b.unapplied(families(n), func(v4 bool) error {
-		return restoreCheck(b.flavor, v4, iptCheckRules(n, a.Key, ms, v4))
-	})
+	fams := b.unapplied(families(n), func(v4 bool) error { return restoreCheck(b.flavor, v4, want[v4]) })
 	err = b.do(fams, func(ipt *iptables.IPTables, v4 bool) error {
 		var errs []error
-		for _, r := range iptCheckRules(n, a.Key, ms, v4) {
+		for _, r := range want[v4] {
 			if ok, err := ipt.Exists(r.Table, r.Chain, r.Spec...); err != nil || !ok {
 				errs = append(errs, fmt.Errorf("%w: %s %s %v", ErrMissing, r.Table, r.Chain, r.Spec))
 			}
